@@ -1,0 +1,288 @@
+/*
+ * nginx-meta-webhook: the pure core.
+ *
+ * Everything declared here is plain C: no nginx header, no global state,
+ * time passed in as a parameter.  The nginx glue (ngx_http_meta_webhook_*)
+ * adapts requests, configuration and memory to these functions; the unit
+ * tests in t/unit/ and the fuzzers in fuzz/ call them directly.
+ */
+
+#ifndef MW_CORE_H_INCLUDED
+#define MW_CORE_H_INCLUDED
+
+
+#include <stddef.h>
+#include <stdint.h>
+#include <jansson.h>
+
+
+/* ---------------------------------------------------------------------- */
+/* mw_signature.c: X-Hub-Signature-256 over the raw body                   */
+
+#define MW_SHA256_LEN        32
+#define MW_SIG_PREFIX        "sha256="
+#define MW_SIG_HEADER_LEN    (sizeof(MW_SIG_PREFIX) - 1 + 2 * MW_SHA256_LEN)
+
+typedef struct mw_hmac_key_s  mw_hmac_key_t;
+
+/*
+ * A prepared HMAC-SHA256 key, made once when the configuration loads so
+ * that a delivery costs no key setup.  NULL on allocation failure.
+ */
+mw_hmac_key_t *mw_hmac_key_new(const unsigned char *secret, size_t len);
+void mw_hmac_key_free(mw_hmac_key_t *key);
+
+/*
+ * Parses a header value: exactly "sha256=" followed by 64 hex digits.
+ * Returns 0 and fills digest, or -1 when malformed.
+ */
+int mw_sig_parse(const unsigned char *value, size_t len,
+    unsigned char digest[MW_SHA256_LEN]);
+
+/* HMAC-SHA256 of buf under key.  Returns 0, or -1 on a library failure. */
+int mw_hmac(const mw_hmac_key_t *key, const unsigned char *buf, size_t len,
+    unsigned char out[MW_SHA256_LEN]);
+
+/* Constant-time comparison of two digests: 1 when equal. */
+int mw_sig_equal(const unsigned char a[MW_SHA256_LEN],
+    const unsigned char b[MW_SHA256_LEN]);
+
+/*
+ * Verifies expected against HMAC(buf) under each of nkeys keys (the
+ * current secret and, during rotation, the previous one).  Every key is
+ * computed and compared, so the time taken does not depend on which one
+ * matched.  Returns the index of the matching key, -1 when none matches,
+ * -2 on a library failure.
+ */
+int mw_sig_verify(mw_hmac_key_t *const *keys, size_t nkeys,
+    const unsigned char *buf, size_t len,
+    const unsigned char expected[MW_SHA256_LEN]);
+
+
+/* ---------------------------------------------------------------------- */
+/* mw_contact.c: contact identity                                          */
+
+#define MW_CONTACT_MAX       64     /* including the terminating NUL */
+
+/*
+ * Normalizes a contact: a phone number in any common writing ("+1 650-555-
+ * 1234", "(650) 555 1234" is NOT expanded: no country guessing) becomes
+ * its digits only, which is Meta's wa_id form; any other id (a business-
+ * scoped user id) is kept exactly as it is.  Returns the length written
+ * into out (NUL-terminated), or -1 when the input is empty, too long or
+ * holds control characters or spaces outside a phone number.
+ */
+int mw_contact_normalize(const char *in, size_t len,
+    char out[MW_CONTACT_MAX]);
+
+
+/* ---------------------------------------------------------------------- */
+/* mw_key.c: state keys                                                    */
+
+#define MW_KEY_LEN           16
+#define MW_KEY_HEX_LEN       (2 * MW_KEY_LEN)
+
+typedef enum {
+    MW_KEY_DEDUPE = 'd',            /* an update's dedupe claim */
+    MW_KEY_CONTACT = 'c'            /* a contact's window and opt-in */
+} mw_key_type_e;
+
+/*
+ * A key is the first MW_KEY_LEN bytes of SHA-256 over the type byte and
+ * the length-prefixed parts, so that no two different part lists can give
+ * the same input.  Fixed size, binary: the shm backend compares it, the
+ * memcached backend sends it as hex.
+ */
+void mw_key_make(unsigned char out[MW_KEY_LEN], mw_key_type_e type,
+    const char *const *parts, const size_t *lens, size_t nparts);
+
+/* Dedupe keys: a message by its id; a status by (id, status). */
+void mw_key_message(unsigned char out[MW_KEY_LEN], const char *id,
+    size_t len);
+void mw_key_status(unsigned char out[MW_KEY_LEN], const char *id,
+    size_t idlen, const char *status, size_t slen);
+
+/* A contact's state, per business number: Meta keeps windows per pair. */
+void mw_key_contact(unsigned char out[MW_KEY_LEN],
+    const char *phone_number_id, size_t plen,
+    const char *contact, size_t clen);
+
+/* Lowercase hex, NUL-terminated. */
+void mw_key_hex(const unsigned char key[MW_KEY_LEN],
+    char out[MW_KEY_HEX_LEN + 1]);
+
+
+/* ---------------------------------------------------------------------- */
+/* mw_rules.c: window and accounting rules                                 */
+
+#define MW_WINDOW_SECONDS    86400
+#define MW_FUTURE_SKEW       300    /* seconds a timestamp may lead now */
+
+/*
+ * The instant a message opens its window from: the message's own
+ * timestamp, clamped to now + MW_FUTURE_SKEW so that a timestamp in the
+ * future cannot hold a window open; now itself when ts < 0 (absent or
+ * junk), because the message did arrive.
+ */
+int64_t mw_window_from(int64_t ts, int64_t now);
+
+/* max(current, from + MW_WINDOW_SECONDS): windows only move forward. */
+int64_t mw_window_advance(int64_t current_expires, int64_t from);
+
+/* 1 while the window is open at now. */
+int mw_window_open(int64_t expires, int64_t now);
+
+/*
+ * The accounting period containing now: it starts at 00:00 (UTC shifted
+ * by tz_offset seconds) on anchor_day of a month; an anchor past the
+ * month's end means that month's last day.  anchor_day 1..31.
+ */
+void mw_period(int64_t now, int anchor_day, int64_t tz_offset,
+    int64_t *start, int64_t *end);
+
+/* The day (00:00 to 00:00, shifted by tz_offset) containing now. */
+void mw_day(int64_t now, int64_t tz_offset, int64_t *start, int64_t *end);
+
+
+/* ---------------------------------------------------------------------- */
+/* mw_quarantine.c: content detectors                                      */
+
+/*
+ * An operator rule matcher, supplied by the glue (nginx's regex engine).
+ * Looks for the first match in text at or after offset 0; returns 1 and
+ * sets *start, *end (byte offsets, end exclusive) and *name on a match,
+ * 0 on none.
+ */
+typedef int (*mw_rule_match_pt)(void *data, const char *text, size_t len,
+    size_t *start, size_t *end, const char **name);
+
+#define MW_DETECT_CARD       0x01   /* payment card numbers, Luhn-valid */
+#define MW_DETECT_IBAN       0x02   /* IBANs, mod-97-valid */
+#define MW_DETECT_ALL        (MW_DETECT_CARD | MW_DETECT_IBAN)
+
+typedef struct {
+    unsigned                 detectors;     /* MW_DETECT_* */
+    mw_rule_match_pt         match;         /* NULL: no operator rules */
+    void                    *match_data;
+} mw_quarantine_conf_t;
+
+/* Detector names, as they appear in an event's "reason". */
+#define MW_REASON_CARD       "card_number"
+#define MW_REASON_IBAN       "iban"
+
+/*
+ * Scans text; returns the name of the first detector or rule that fires
+ * (a static string or the rule's own name), or NULL.
+ */
+const char *mw_quarantine_scan(const mw_quarantine_conf_t *conf,
+    const char *text, size_t len);
+
+/*
+ * Overwrites every span any detector or rule finds in buf with '#', so
+ * that a body kept for the operator holds no quarantined text.  Returns
+ * the number of spans masked.
+ */
+size_t mw_quarantine_redact(const mw_quarantine_conf_t *conf, char *buf,
+    size_t len);
+
+/* The checks themselves, exposed for the tests. */
+int mw_luhn_valid(const char *digits, size_t n);
+int mw_iban_valid(const char *s, size_t n);   /* compact form, no spaces */
+
+
+/* ---------------------------------------------------------------------- */
+/* mw_json.c: bounded, strict parsing                                      */
+
+#define MW_JSON_MAX_DEPTH    64
+
+/*
+ * Parses buf with jansson: duplicate keys rejected, \u0000 allowed inside
+ * strings (kept, and escaped again on output), nesting deeper than
+ * MW_JSON_MAX_DEPTH refused before jansson sees it, integers beyond 64
+ * bits kept as reals instead of failing the whole batch.  Returns the
+ * document, or NULL with a reason in err (which never quotes the input).
+ */
+json_t *mw_json_parse(const char *buf, size_t len, char *err,
+    size_t errlen);
+
+
+/* ---------------------------------------------------------------------- */
+/* mw_event.c: normalize and classify a delivery                           */
+
+typedef enum {
+    MW_KIND_MESSAGE = 1,
+    MW_KIND_STATUS,
+    MW_KIND_ERROR,                  /* value.errors[] of a change */
+    MW_KIND_CHANGE                  /* a change of another field */
+} mw_kind_e;
+
+typedef enum {
+    MW_CLASS_NONE = 0,              /* not a message */
+    MW_CLASS_SUPPORTED,
+    MW_CLASS_UNSUPPORTED,
+    MW_CLASS_QUARANTINED
+} mw_class_e;
+
+typedef enum {
+    MW_OPTIN_NONE = 0,
+    MW_OPTIN_IN,                    /* YES, START, SUBSCRIBE */
+    MW_OPTIN_OUT                    /* STOP */
+} mw_optin_e;
+
+typedef struct {
+    mw_kind_e                kind;
+    mw_class_e               cls;
+    mw_optin_e               optin;
+
+    const char              *reason;        /* unsupported/quarantined */
+    const char              *phone_number_id;   /* "" when absent */
+    const char              *status;        /* statuses: "sent", ... */
+
+    char                     contact[MW_CONTACT_MAX];  /* "" when none */
+
+    int64_t                  timestamp;     /* -1: absent or invalid */
+    int64_t                  window_from;   /* mw_window_from() */
+    int                      error_code;    /* first errors[].code, or 0 */
+
+    unsigned char            key[MW_KEY_LEN];   /* dedupe key */
+    unsigned char            contact_key[MW_KEY_LEN];  /* if contact */
+
+    json_t                  *event;         /* the normalized event */
+} mw_update_t;
+
+typedef struct {
+    json_t                  *root;
+    mw_update_t             *updates;
+    size_t                   nupdates;
+    size_t                   nalloc;
+    char                     error[128];    /* why the batch is unusable */
+} mw_batch_t;
+
+#define MW_BATCH_OK          0
+#define MW_BATCH_EJSON       -1     /* not JSON, or beyond the bounds */
+#define MW_BATCH_ESHAPE      -2     /* JSON, but not a webhook delivery */
+#define MW_BATCH_ENOMEM      -3
+
+/*
+ * Parses, normalizes and classifies a whole delivery: every update of
+ * entry[] x changes[] x (messages[] | statuses[] | errors[]), in order.
+ * The batch owns every json_t it holds; release it with mw_batch_free()
+ * whatever the result.
+ */
+int mw_batch_parse(mw_batch_t *b, const char *buf, size_t len,
+    const mw_quarantine_conf_t *qc, int64_t now);
+void mw_batch_free(mw_batch_t *b);
+
+/* Sets "window": {"expires_at": expires} on a message event. */
+int mw_event_set_window(mw_update_t *u, int64_t expires);
+
+/*
+ * Serializes {"events":[...]} from the updates whose skip[i] is 0 (skip
+ * may be NULL: all).  Compact, one line, UTF-8, control characters
+ * escaped.  Returns a malloc()ed string and its length, or NULL.
+ */
+char *mw_batch_dump(const mw_batch_t *b, const unsigned char *skip,
+    size_t *len);
+
+
+#endif /* MW_CORE_H_INCLUDED */
