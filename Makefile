@@ -16,8 +16,8 @@ MODULE      := $(BUILD)/ngx_http_meta_webhook_module.so
 # Debian's nginx-dev records the flags its binary was built with; a module
 # must be configured with the same ones to be binary compatible.
 ifneq ($(wildcard $(NGINX_SRC)/conf_flags),)
-NGINX_CONF_FLAGS ?= $(shell . $(NGINX_SRC)/conf_flags && \
-                      echo "$${NGX_CONF_FLAGS[@]}")
+NGINX_CONF_FLAGS ?= $(shell bash -c '. $(NGINX_SRC)/conf_flags && \
+                      echo "$${NGX_CONF_FLAGS[@]}"')
 else
 NGINX_CONF_FLAGS ?= --with-compat --with-threads --with-http_ssl_module
 endif

@@ -205,6 +205,9 @@ int mw_iban_valid(const char *s, size_t n);   /* compact form, no spaces */
 json_t *mw_json_parse(const char *buf, size_t len, char *err,
     size_t errlen);
 
+/* err after an allocation failure: a retry may succeed, unlike the rest */
+#define MW_JSON_ENOMEM       "out of memory"
+
 
 /* ---------------------------------------------------------------------- */
 /* mw_event.c: normalize and classify a delivery                           */

@@ -1,0 +1,203 @@
+# bench/lib.sh: shared by bench/run.sh and bench/profile.sh (sourced).
+#
+# The caller sets WORK (a directory under bench/out it owns) before
+# sourcing.  Everything listens on 127.0.0.1 only; every process started
+# here is recorded in NGX_PID / NODE_PID and stopped by stop_all, which
+# the callers install as their EXIT trap.
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BENCH=$ROOT/bench
+OUT=$BENCH/out
+NGX_BIN=${NGINX_BIN:-/usr/sbin/nginx}
+MODULE=${BENCH_MODULE:-$ROOT/build/ngx_http_meta_webhook_module.so}
+
+PORT=${BENCH_PORT:-18180}
+PORT_A=$((PORT + 1))              # nginx "return 200;"
+PORT_B=$((PORT + 2))              # nginx meta_webhook
+PORT_C=$((PORT + 3))              # Express
+
+NGX_PID=""
+NODE_PID=""
+
+log() { printf '%s\n' "$*"; }
+warn() { printf 'bench: %s\n' "$*" >&2; }
+
+stop_pid() {   # stop_pid PID SIGNAL: signal, wait up to 5 s, then KILL
+    kill -"$2" "$1" 2>/dev/null
+    i=0
+    while kill -0 "$1" 2>/dev/null && [ $i -lt 50 ]; do
+        sleep 0.1; i=$((i + 1))
+    done
+    kill -KILL "$1" 2>/dev/null
+    wait "$1" 2>/dev/null
+}
+
+stop_all() {
+    if [ -n "$NGX_PID" ]; then stop_pid "$NGX_PID" QUIT; NGX_PID=""; fi
+    if [ -n "$NODE_PID" ]; then stop_pid "$NODE_PID" TERM; NODE_PID=""; fi
+}
+
+need_apt() {   # need_apt COMMAND PACKAGE: install PACKAGE if COMMAND is missing
+    command -v "$1" >/dev/null 2>&1 && return 0
+    log "installing $2 (apt)"
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+    $SUDO apt-get update -qq >/dev/null 2>&1
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq \
+        --no-install-recommends "$2" >/dev/null 2>&1
+    command -v "$1" >/dev/null 2>&1 || { warn "cannot install $2"; exit 1; }
+}
+
+# Pinning: the server (nginx master + its one worker, or node) on one
+# core, the load generator on the other.
+NCPU=$(nproc 2>/dev/null || echo 1)
+if [ "$NCPU" -ge 2 ]; then
+    SERVER_CPU=${BENCH_SERVER_CPU-0}
+    LOAD_CPU=${BENCH_LOAD_CPU-1}
+else
+    SERVER_CPU=""; LOAD_CPU=""
+fi
+
+on_cpu() {     # on_cpu CPU COMMAND...: in the foreground
+    c=$1; shift
+    if [ -n "$c" ]; then taskset -c "$c" "$@"; else "$@"; fi
+}
+# Background servers are started as simple commands, not through a shell
+# function (which would run in a subshell), so that $! is the server's own
+# pid: taskset execs the command in place.
+
+cpu_mask() {   # worker_cpu_affinity bit mask for one CPU number
+    m=1; k=0
+    while [ $k -lt "$1" ]; do m="${m}0"; k=$((k + 1)); done
+    echo "$m"
+}
+
+HZ=$(getconf CLK_TCK 2>/dev/null || echo 100)
+proc_ticks() {  # proc_ticks PID: CPU ticks (user+sys) of PID and its children
+    t=0
+    for q in $1 $(ps -o pid= --ppid "$1" 2>/dev/null); do
+        v=$(awk '{ print $14 + $15 }' "/proc/$q/stat" 2>/dev/null)
+        t=$((t + ${v:-0}))
+    done
+    echo $t
+}
+
+HAVE_MODULE=0
+[ -f "$MODULE" ] && HAVE_MODULE=1
+
+# write_nginx_conf SECRET WITH_STATUS [EXTRA_MAIN_DIRECTIVES]
+# One worker; A on PORT_A; B (/webhook) and D (/webhook, /webhook-mem) on
+# PORT_B when the module is built.
+write_nginx_conf() {
+    mkdir -p "$WORK/nginx/logs" "$WORK/nginx/tmp"
+    {
+        [ "$HAVE_MODULE" = 1 ] && echo "load_module $MODULE;"
+        [ "$(id -u)" = 0 ] && echo "user root;"
+        echo "worker_processes 1;"
+        [ -n "$SERVER_CPU" ] && echo "worker_cpu_affinity $(cpu_mask "$SERVER_CPU");"
+        [ -n "${3:-}" ] && echo "$3"
+        cat <<EOF
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/logs/error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    keepalive_timeout 65;
+    client_body_temp_path $WORK/nginx/tmp/body;
+    proxy_temp_path $WORK/nginx/tmp/proxy;
+    fastcgi_temp_path $WORK/nginx/tmp/fastcgi;
+    uwsgi_temp_path $WORK/nginx/tmp/uwsgi;
+    scgi_temp_path $WORK/nginx/tmp/scgi;
+
+    server {                                # A: nginx's own 200
+        listen 127.0.0.1:$PORT_A;
+        location /webhook { client_max_body_size 4m; return 200; }
+    }
+EOF
+        if [ "$HAVE_MODULE" = 1 ]; then
+            cat <<EOF
+    meta_webhook_state shm zone=bench:64m;
+
+    server {                                # B and D: the module
+        listen 127.0.0.1:$PORT_B;
+        location /webhook {
+            client_max_body_size 4m;
+            meta_webhook;
+            meta_webhook_verify_token t;
+            meta_webhook_app_secret_file $1;
+        }
+        location /webhook-mem {             # D with the body kept in memory
+            client_max_body_size 4m;
+            client_body_buffer_size 4m;
+            meta_webhook;
+            meta_webhook_verify_token t;
+            meta_webhook_app_secret_file $1;
+        }
+EOF
+            [ "$2" = 1 ] && echo "        location /status { meta_webhook_status; }"
+            echo "    }"
+        fi
+        echo "}"
+    } >"$WORK/nginx/nginx.conf"
+}
+
+wait_port() {   # wait_port PORT: until something answers HTTP there (10 s)
+    i=0
+    while [ $i -lt 100 ]; do
+        c=$(curl -s -o /dev/null -m 1 -w '%{http_code}' "http://127.0.0.1:$1/webhook" 2>/dev/null)
+        [ -n "$c" ] && [ "$c" != 000 ] && return 0
+        sleep 0.1; i=$((i + 1))
+    done
+    return 1
+}
+
+# start_nginx SECRET [EXTRA_MAIN_DIRECTIVES [NGINX_G_DIRECTIVES]]
+# Sets NGX_PID (the master) and WITH_STATUS (1 when the module has
+# meta_webhook_status and /status is configured).
+start_nginx() {
+    WITH_STATUS=0
+    if [ "$HAVE_MODULE" = 1 ]; then
+        WITH_STATUS=1
+        write_nginx_conf "$1" 1 "${2:-}"
+        if ! $NGX_BIN -t -q -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" >/dev/null 2>&1; then
+            WITH_STATUS=0       # no meta_webhook_status (yet): do without
+        fi
+    fi
+    write_nginx_conf "$1" "$WITH_STATUS" "${2:-}"
+    if ! $NGX_BIN -t -q -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf"; then
+        warn "nginx -t failed on $WORK/nginx/nginx.conf"
+        return 1
+    fi
+    g="daemon off; ${3:-}"
+    if [ -n "$SERVER_CPU" ]; then
+        taskset -c "$SERVER_CPU" $NGX_BIN -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" \
+            -g "$g" >>"$WORK/nginx/logs/stdout.log" 2>&1 &
+    else
+        $NGX_BIN -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" \
+            -g "$g" >>"$WORK/nginx/logs/stdout.log" 2>&1 &
+    fi
+    NGX_PID=$!
+    wait_port "$PORT_A" || { warn "nginx did not start: $(tail -3 "$WORK/nginx/logs/error.log" 2>/dev/null)"; return 1; }
+}
+
+worker_pid() {  # the nginx worker's pid (the master itself with master_process off)
+    w=$(ps -o pid= --ppid "$NGX_PID" 2>/dev/null | head -1 | tr -d ' ')
+    echo "${w:-$NGX_PID}"
+}
+
+new_secret() {  # new_secret FILE: a random app secret
+    head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$1"
+    chmod 600 "$1"
+}
+
+run_tag() { od -An -tx1 -N4 /dev/urandom | tr -d ' \n'; }
+
+# POST one line of a gen.js file with curl; prints the HTTP status
+post_line() {   # post_line URL FILE LINE [bad]
+    l=$(sed -n "${3}p" "$2")
+    sig=${l%% *}
+    [ -n "${4:-}" ] && sig=0000000000000000000000000000000000000000000000000000000000000000
+    printf '%s' "${l#* }" | curl -s -o /dev/null -w '%{http_code}' -m 10 \
+        -H 'Content-Type: application/json' -H "X-Hub-Signature-256: sha256=$sig" \
+        --data-binary @- "$1"
+}

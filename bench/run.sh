@@ -1,0 +1,251 @@
+#!/bin/sh
+# bench/run.sh: throughput and latency of the meta_webhook endpoint
+# (what `make bench` runs; see bench/README.md).
+#
+#   A  nginx's own "return 200;" on the same POST requests (baseline)
+#   B  meta_webhook with its built-in 200 and shm state, fed unique,
+#      correctly signed single-message deliveries
+#   C  a typical Express webhook (HMAC over the raw body, constant-time
+#      compare, JSON.parse, in-memory dedupe), one node process
+#   D  one 1000-update batch, POSTed N times with fresh ids: us/update
+#
+# One nginx worker, load from wrk in a separate process on 127.0.0.1.
+# A benchmark, not a test: it prints numbers and exits 0 when everything
+# ran, whatever the numbers are.  Knobs (environment):
+#   BENCH_DURATION=5       seconds per measured target
+#   BENCH_WARMUP=1         seconds of warm-up for B and C (own ids)
+#   BENCH_CONNECTIONS=16   wrk connections (one wrk thread)
+#   BENCH_REQUESTS=300000  unique signed deliveries generated for A/B/C
+#   BENCH_BATCHES=100      1000-update deliveries per D variant
+#   BENCH_UPDATES=1000     updates per D delivery
+#   BENCH_PORT=18180       ports BENCH_PORT+1 .. +3 are used
+#   BENCH_SERVER_CPU=0 BENCH_LOAD_CPU=1   taskset pinning ("" to disable)
+
+set -u
+
+WORK=$(cd "$(dirname "$0")" && pwd)/out
+. "$(dirname "$0")/lib.sh"
+
+DURATION=${BENCH_DURATION:-5}
+WARMUP=${BENCH_WARMUP:-1}
+CONNS=${BENCH_CONNECTIONS:-16}
+NREQ=${BENCH_REQUESTS:-300000}
+NBATCH=${BENCH_BATCHES:-100}
+UPDATES=${BENCH_UPDATES:-1000}
+WARM_LAST=30000                   # lines 1..WARM_LAST: warm-up ids
+
+trap 'stop_all' EXIT
+trap 'stop_all; exit 130' INT TERM HUP
+
+need_apt wrk wrk
+need_apt curl curl
+need_apt node nodejs
+need_apt taskset util-linux
+command -v npm >/dev/null 2>&1 || need_apt npm npm
+
+if [ ! -d "$BENCH/express/node_modules/express" ]; then
+    log "installing express into bench/express/node_modules (npm)"
+    (cd "$BENCH/express" && npm install --no-audit --no-fund --loglevel=error) \
+        || { warn "npm install failed"; exit 1; }
+fi
+
+# a fresh bench/out (keeping bench/profile.sh's results)
+mkdir -p "$OUT"
+find "$OUT" -mindepth 1 -maxdepth 1 ! -name profile -exec rm -rf {} +
+RESULTS=$OUT/results.txt
+
+# ------------------------------------------------------------ machine
+
+CPU_MODEL=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
+MEM=$(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)
+NGX_VER=$($NGX_BIN -v 2>&1 | sed 's/.*version: //')
+NODE_VER=$(node -v)
+EXPRESS_VER=$(node -p "require('$BENCH/express/node_modules/express/package.json').version")
+WRK_VER=$(wrk -v 2>&1 | head -1 | awk '{ print $2 }')
+{
+    echo "# nginx-meta-webhook benchmark, $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+    echo "machine: $NCPU cores ($CPU_MODEL), $MEM, $(uname -sr)"
+    echo "software: nginx $NGX_VER, node $NODE_VER, express $EXPRESS_VER, wrk $WRK_VER"
+} >"$RESULTS"
+cat "$RESULTS"
+if [ -n "$SERVER_CPU" ]; then
+    log "pinning: server (nginx master+worker, or node) on CPU $SERVER_CPU, wrk on CPU $LOAD_CPU (taskset)"
+    echo "pinning: server on CPU $SERVER_CPU, load generator on CPU $LOAD_CPU (taskset)" >>"$RESULTS"
+else
+    log "pinning: none (fewer than 2 CPUs)"
+fi
+echo "load: wrk -t1 -c$CONNS -d${DURATION}s --latency (Lua replay of pre-signed requests)" >>"$RESULTS"
+
+# ----------------------------------------------------------- requests
+
+SECRET=$OUT/secret
+new_secret "$SECRET"
+TAG=$(run_tag)
+
+log "generating $NREQ signed single-message deliveries (run tag $TAG)"
+t0=$(date +%s)
+node "$BENCH/gen.js" single "$SECRET" "$OUT/single.txt" "$NREQ" "s$TAG" \
+    || { warn "generator failed"; exit 1; }
+node "$BENCH/gen.js" single "$SECRET" "$OUT/probe.txt" 4 "p$TAG" || exit 1
+log "generating 2 x $NBATCH deliveries of $UPDATES updates"
+node "$BENCH/gen.js" batch "$SECRET" "$OUT/batch-file.txt" "$NBATCH" "$UPDATES" "f$TAG" || exit 1
+node "$BENCH/gen.js" batch "$SECRET" "$OUT/batch-mem.txt" "$NBATCH" "$UPDATES" "m$TAG" || exit 1
+log "generated in $(( $(date +%s) - t0 )) s: $(du -sh "$OUT" | cut -f1) in bench/out"
+
+# ---------------------------------------------------------------- runs
+
+result_field() {   # result_field LABEL FIELD: from the RESULT line of wrk-LABEL.txt
+    sed -n "s/^RESULT .*[ ]$2=\([^ ]*\).*/\1/p" "$OUT/wrk-$1.txt" 2>/dev/null | head -1
+}
+
+run_wrk() {     # run_wrk LABEL URL FIRST LAST MODE DURATION SERVER_PID
+    f=$OUT/wrk-$1.txt
+    t0=$(proc_ticks "$7")
+    on_cpu "$LOAD_CPU" timeout $(($6 + 60)) wrk -t1 -c"$CONNS" -d"$6"s \
+        --timeout 5s --latency -s "$BENCH/wrk/replay.lua" "$2" \
+        -- "$OUT/single.txt" "$3" "$4" "$5" "$1" >"$f" 2>&1
+    rc=$?
+    t1=$(proc_ticks "$7")
+    [ $rc = 0 ] || warn "wrk for $1 exited $rc"
+    # how busy the server was: its CPU time over the time wrk was sending
+    el=$(result_field "$1" elapsed_s)
+    cpu=$(awk -v t=$((t1 - t0)) -v hz="$HZ" -v el="${el:-0}" \
+        'BEGIN { if (el > 0) printf "%.0f", 100 * t / hz / el; else print "?" }')
+    sed -i "s/^RESULT .*/& server_cpu_pct=$cpu/" "$f"
+    cat "$f"
+}
+
+
+run_batches() {  # run_batches VARIANT URL FILE SERVER_PID: benchmark D
+    f=$OUT/batch-D-$1.txt
+    t0=$(proc_ticks "$4")
+    on_cpu "$LOAD_CPU" timeout 300 node "$BENCH/batch-client.js" \
+        "$2" "$3" "$UPDATES" "D-$1" 120 >"$f" 2>&1 || warn "batch client ($1) failed"
+    t1=$(proc_ticks "$4")
+    # the server's own CPU time per update (the client's time excluded)
+    upd=$(sed -n 's/^RESULT .* updates=\([0-9]*\).*/\1/p' "$f")
+    cpu=$(awk -v t=$((t1 - t0)) -v hz="$HZ" -v u="${upd:-0}" \
+        'BEGIN { if (u > 0) printf "%.2f", t / hz * 1e6 / u; else print "?" }')
+    sed -i "s/^RESULT .*/& server_cpu_us_per_update=$cpu/" "$f"
+    cat "$f"
+}
+
+A_RPS=""; B_RPS=""; C_RPS=""
+
+log ""
+log "=== starting nginx (worker_processes 1) ==="
+if start_nginx "$SECRET"; then
+    log "nginx pid $NGX_PID: A on :$PORT_A$( [ "$HAVE_MODULE" = 1 ] && echo ", B/D on :$PORT_B")"
+
+    log ""
+    log "=== A: nginx 'return 200;' (same POST requests, ids cycle) ==="
+    run_wrk A "http://127.0.0.1:$PORT_A/webhook" 1 100000 cycle "$DURATION" "$NGX_PID"
+
+    if [ "$HAVE_MODULE" = 1 ]; then
+        log ""
+        log "=== B: meta_webhook, built-in 200, shm state ==="
+        log "probe: signed delivery -> $(post_line "http://127.0.0.1:$PORT_B/webhook" "$OUT/probe.txt" 1)" \
+            "(expect 200), same again -> $(post_line "http://127.0.0.1:$PORT_B/webhook" "$OUT/probe.txt" 1)" \
+            "(duplicate, expect 200), wrong signature -> $(post_line "http://127.0.0.1:$PORT_B/webhook" "$OUT/probe.txt" 2 bad) (expect 403)"
+        log "warm-up ${WARMUP}s on ids 1..$WARM_LAST"
+        run_wrk Bwarm "http://127.0.0.1:$PORT_B/webhook" 1 "$WARM_LAST" stop "$WARMUP" "$NGX_PID" >/dev/null
+        run_wrk B "http://127.0.0.1:$PORT_B/webhook" $((WARM_LAST + 1)) "$NREQ" stop "$DURATION" "$NGX_PID"
+        if [ "$WITH_STATUS" = 1 ]; then
+            log "status after B: $(curl -s -m 5 "http://127.0.0.1:$PORT_B/status" | head -c 600)"
+        fi
+    else
+        log ""
+        log "=== B: skipped: $MODULE not built yet ==="
+    fi
+    stop_all
+fi
+
+if [ "$HAVE_MODULE" = 1 ]; then
+    log ""
+    log "=== D: $NBATCH deliveries of $UPDATES updates each, one at a time (fresh nginx, empty zone) ==="
+    if start_nginx "$SECRET"; then
+        log "probe: signed delivery -> $(post_line "http://127.0.0.1:$PORT_B/webhook" "$OUT/probe.txt" 3) (expect 200)"
+        run_batches file "http://127.0.0.1:$PORT_B/webhook" "$OUT/batch-file.txt" "$NGX_PID"
+        run_batches mem "http://127.0.0.1:$PORT_B/webhook-mem" "$OUT/batch-mem.txt" "$NGX_PID"
+        if [ "$WITH_STATUS" = 1 ]; then
+            log "status after D: $(curl -s -m 5 "http://127.0.0.1:$PORT_B/status" | head -c 600)"
+        fi
+        stop_all
+    fi
+fi
+
+log ""
+log "=== C: Express $EXPRESS_VER (one node process) ==="
+if [ -n "$SERVER_CPU" ]; then
+    taskset -c "$SERVER_CPU" node "$BENCH/express/server.js" "$PORT_C" "$SECRET" t \
+        >"$OUT/express.log" 2>&1 &
+else
+    node "$BENCH/express/server.js" "$PORT_C" "$SECRET" t >"$OUT/express.log" 2>&1 &
+fi
+NODE_PID=$!
+if wait_port "$PORT_C"; then
+    log "probe: signed delivery -> $(post_line "http://127.0.0.1:$PORT_C/webhook" "$OUT/probe.txt" 1)" \
+        "(expect 200), wrong signature -> $(post_line "http://127.0.0.1:$PORT_C/webhook" "$OUT/probe.txt" 2 bad) (expect 403)"
+    log "warm-up ${WARMUP}s on ids 1..$WARM_LAST"
+    run_wrk Cwarm "http://127.0.0.1:$PORT_C/webhook" 1 "$WARM_LAST" stop "$WARMUP" "$NODE_PID" >/dev/null
+    run_wrk C "http://127.0.0.1:$PORT_C/webhook" $((WARM_LAST + 1)) "$NREQ" stop "$DURATION" "$NODE_PID"
+    log ""
+    log "=== D for comparison: the same $UPDATES-update deliveries to Express ==="
+    run_batches express "http://127.0.0.1:$PORT_C/webhook" "$OUT/batch-file.txt" "$NODE_PID"
+else
+    warn "express did not start: $(tail -5 "$OUT/express.log")"
+fi
+stop_all
+cat "$OUT/express.log"
+
+# ------------------------------------------------------------- summary
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0 && b > 0) printf "%.2f", a / b; else printf "n/a" }'; }
+
+{
+    echo ""
+    printf '%-44s %10s %9s %9s %8s %8s %8s\n' target 'req/s' 'p50 us' 'p99 us' non-2xx sock-err 'srv CPU'
+    for t in A B C; do
+        case $t in
+            A) name="A nginx 'return 200;'" ;;
+            B) name="B meta_webhook (built-in 200, shm)" ;;
+            C) name="C Express $EXPRESS_VER (1 node process)" ;;
+        esac
+        if [ -f "$OUT/wrk-$t.txt" ] && [ -n "$(result_field $t rps)" ]; then
+            printf '%-44s %10s %9s %9s %8s %8s %7s%%\n' "$name" "$(result_field $t rps)" \
+                "$(result_field $t p50_us)" "$(result_field $t p99_us)" \
+                "$(result_field $t non2xx)" "$(result_field $t socket_errors)" \
+                "$(result_field $t server_cpu_pct)"
+            [ "$(result_field $t exhausted)" = 1 ] && \
+                echo "    ($t used up its $(result_field $t loaded) unique deliveries after $(result_field $t elapsed_s) s; rate over that time)"
+        else
+            printf '%-44s %10s\n' "$name" "not run"
+        fi
+    done
+    A_RPS=$(result_field A rps); B_RPS=$(result_field B rps); C_RPS=$(result_field C rps)
+    echo ""
+    echo "ratio B/A = $(ratio "${B_RPS:-0}" "${A_RPS:-0}")   (target >= 0.5)"
+    echo "ratio B/C = $(ratio "${B_RPS:-0}" "${C_RPS:-0}")   (target >= 10)"
+    for v in file mem express; do
+        f=$OUT/batch-D-$v.txt
+        [ -f "$f" ] || continue
+        line=$(grep '^RESULT' "$f")
+        [ -n "$line" ] || continue
+        get() { printf '%s\n' "$line" | sed -n "s/.*[ ]$1=\([^ ]*\).*/\1/p"; }
+        case $v in
+            file) what="body > client_body_buffer_size: temp file" ;;
+            mem)  what="client_body_buffer_size 4m: body in memory" ;;
+            express) what="Express, for comparison" ;;
+        esac
+        echo "D $(get deliveries) x $UPDATES-update delivery ($what):"
+        echo "    $(get us_per_update) us/update wall ($(get ms_per_delivery) ms/delivery," \
+             "p50 $(get p50_ms) ms, p99 $(get p99_ms) ms), server CPU $(get server_cpu_us_per_update) us/update, HTTP status $(get codes)"
+    done
+    [ "$HAVE_MODULE" = 1 ] || echo "B and D (module) not run: build it first (make)"
+} >"$OUT/summary.txt"
+
+cat "$OUT/summary.txt"
+cat "$OUT/summary.txt" >>"$RESULTS"
+log ""
+log "results written to bench/out/results.txt"
+exit 0

@@ -1,0 +1,222 @@
+/*
+ * nginx-meta-webhook: declarations shared by the nginx glue files.
+ *
+ * The glue adapts nginx (configuration, phases, requests, memory) to the
+ * pure core in mw_core.h; the state backends implement the interface
+ * below.
+ */
+
+#ifndef NGX_HTTP_META_WEBHOOK_H_INCLUDED
+#define NGX_HTTP_META_WEBHOOK_H_INCLUDED
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "mw_core.h"
+
+
+#define NGX_MW_MAX_SECRETS         2
+#define NGX_MW_MAX_NUMBERS         25   /* Meta's limit per account */
+#define NGX_MW_MIN_BODY_SIZE       (4 * 1024 * 1024)
+#define NGX_MW_MAX_CHALLENGE       128
+
+/* [A-Za-z0-9_.-]: handshake challenges and rule names */
+#define ngx_mw_is_token_char(c)                                               \
+    (((c) >= 'a' && (c) <= 'z') || ((c) >= 'A' && (c) <= 'Z')                 \
+     || ((c) >= '0' && (c) <= '9') || (c) == '_' || (c) == '.' || (c) == '-')
+
+
+/* ---------------------------------------------------------------------- */
+/* state interface                                                        */
+
+typedef enum {
+    NGX_MW_CLAIM_NEW = 0,           /* claimed now, in flight */
+    NGX_MW_CLAIM_DUPLICATE,         /* handed off and committed earlier */
+    NGX_MW_CLAIM_BUSY               /* in flight in another delivery */
+} ngx_mw_claim_result_e;
+
+typedef struct {
+    u_char                      key[MW_KEY_LEN];
+    ngx_uint_t                  result;        /* ngx_mw_claim_result_e */
+} ngx_mw_claim_t;
+
+typedef struct {
+    u_char                      key[MW_KEY_LEN];
+    int64_t                     from;          /* in: window opens from */
+    int64_t                     optin_ts;      /* in: when the keyword came */
+    ngx_uint_t                  optin;         /* in: MW_OPTIN_* */
+    int64_t                     expires;       /* out: window after update */
+} ngx_mw_contact_op_t;
+
+/*
+ * One delivery's state work, done in one go: claim every dedupe key and
+ * advance every contact window.  A backend either completes it at once
+ * (NGX_OK) or later in a thread (NGX_AGAIN, then done() on the event
+ * loop); rc says how it went.
+ */
+typedef struct ngx_mw_ingest_s  ngx_mw_ingest_t;
+
+typedef void (*ngx_mw_done_pt)(ngx_mw_ingest_t *op);
+
+struct ngx_mw_ingest_s {
+    ngx_mw_claim_t             *claims;
+    ngx_uint_t                  nclaims;
+    ngx_mw_contact_op_t        *contacts;
+    ngx_uint_t                  ncontacts;
+
+    uint64_t                    owner;         /* whose claims these are */
+    time_t                      now;
+    time_t                      claim_timeout; /* lease of an in-flight claim */
+
+    ngx_int_t                   rc;            /* NGX_OK, NGX_DECLINED: full,
+                                                  NGX_ERROR: failed */
+    ngx_mw_done_pt              done;
+    void                       *data;
+    ngx_log_t                  *log;
+};
+
+typedef struct {
+    ngx_str_t                   name;
+
+    ngx_int_t                 (*ingest)(void *state, ngx_mw_ingest_t *op);
+
+    /*
+     * Commits (the hand-off succeeded: keep the keys for ttl) or releases
+     * (it failed: forget them, so that Meta's retry is processed) the new
+     * claims of a delivery.  Never blocks the event loop.
+     */
+    void                      (*settle)(void *state, ngx_mw_claim_t *claims,
+                                        ngx_uint_t n, uint64_t owner,
+                                        ngx_uint_t commit, time_t ttl,
+                                        ngx_log_t *log);
+} ngx_mw_state_ops_t;
+
+
+/* counters, kept with the state so that all workers add to one set */
+
+typedef struct {
+    ngx_atomic_t                deliveries;
+    ngx_atomic_t                handshakes;
+    ngx_atomic_t                handshakes_refused;
+    ngx_atomic_t                signatures_missing;
+    ngx_atomic_t                signatures_refused;
+    ngx_atomic_t                updates;
+    ngx_atomic_t                handed_off;
+    ngx_atomic_t                duplicates;
+    ngx_atomic_t                busy;
+    ngx_atomic_t                released;
+    ngx_atomic_t                dead_letters;
+    ngx_atomic_t                unlisted;
+    ngx_atomic_t                state_errors;
+    ngx_atomic_t                evictions;
+    ngx_atomic_t                supported;
+    ngx_atomic_t                unsupported_reaction;
+    ngx_atomic_t                unsupported_deleted;
+    ngx_atomic_t                unsupported_attachment;
+    ngx_atomic_t                unsupported_type;
+    ngx_atomic_t                quarantined;
+    ngx_atomic_t                statuses;
+    ngx_atomic_t                optins;
+    ngx_atomic_t                optouts;
+} ngx_mw_counters_t;
+
+
+/* ---------------------------------------------------------------------- */
+/* configuration                                                          */
+
+typedef struct {
+    ngx_shm_zone_t             *shm_zone;      /* shm backend */
+    ngx_mw_state_ops_t         *ops;
+    void                       *state;         /* the backend's own */
+    ngx_mw_counters_t          *counters;      /* in shared memory */
+    ngx_flag_t                  used;          /* a meta_webhook location */
+} ngx_http_meta_webhook_main_conf_t;
+
+typedef struct {
+    ngx_str_t                   waba_id;
+    ngx_array_t                 numbers;       /* ngx_str_t */
+} ngx_mw_account_t;
+
+typedef struct {
+    ngx_str_t                   name;
+    ngx_regex_t                *regex;
+} ngx_mw_rule_t;
+
+typedef struct {
+    ngx_flag_t                  enable;
+    ngx_str_t                   verify_token;
+
+    mw_hmac_key_t              *keys[NGX_MW_MAX_SECRETS];
+    ngx_uint_t                  nkeys;
+    ngx_str_t                   secret_file;
+    ngx_str_t                   previous_secret_file;
+
+    ngx_str_t                   dead_letter_path;
+    ngx_array_t                *accounts;      /* ngx_mw_account_t */
+    ngx_array_t                *rules;         /* ngx_mw_rule_t */
+    ngx_str_t                   rules_file;
+    ngx_uint_t                  detectors;     /* MW_DETECT_*, or UNSET */
+    mw_quarantine_conf_t        qconf;
+
+    time_t                      claim_timeout;
+    time_t                      dedupe_ttl;
+} ngx_http_meta_webhook_loc_conf_t;
+
+
+/* the request's context */
+
+typedef enum {
+    NGX_MW_RESULT_NONE = 0,
+    NGX_MW_RESULT_HANDSHAKE,
+    NGX_MW_RESULT_REFUSED,
+    NGX_MW_RESULT_NEW,
+    NGX_MW_RESULT_DUPLICATE,
+    NGX_MW_RESULT_BUSY,
+    NGX_MW_RESULT_DEAD_LETTER,
+    NGX_MW_RESULT_STATE_ERROR
+} ngx_mw_result_e;
+
+typedef struct {
+    ngx_int_t                   status;        /* phase handler's answer */
+    ngx_uint_t                  result;        /* ngx_mw_result_e */
+    unsigned                    answer:1;      /* answer 200 ourselves */
+    unsigned                    settled:1;
+
+    u_char                      expected[MW_SHA256_LEN];
+
+    mw_batch_t                  batch;
+    u_char                     *skip;          /* per update: not handed */
+    ngx_uint_t                  nnew;
+
+    ngx_mw_ingest_t             op;
+    ngx_mw_claim_t             *held;          /* the new claims */
+    ngx_uint_t                  nheld;
+
+    ngx_str_t                   events;        /* $meta_webhook_events */
+    unsigned                    events_built:1;
+} ngx_http_meta_webhook_ctx_t;
+
+
+extern ngx_module_t  ngx_http_meta_webhook_module;
+extern ngx_mw_state_ops_t  ngx_http_meta_webhook_shm_ops;
+
+
+/* ngx_http_meta_webhook_ingest.c */
+ngx_int_t ngx_http_meta_webhook_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_meta_webhook_content_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_meta_webhook_log_handler(ngx_http_request_t *r);
+
+/* ngx_http_meta_webhook_shm.c */
+char *ngx_http_meta_webhook_shm_zone(ngx_conf_t *cf,
+    ngx_http_meta_webhook_main_conf_t *mmcf, ngx_str_t *name, size_t size);
+
+/* ngx_http_meta_webhook_quarantine.c */
+char *ngx_http_meta_webhook_load_rules(ngx_conf_t *cf,
+    ngx_http_meta_webhook_loc_conf_t *lcf);
+int ngx_http_meta_webhook_rule_match(void *data, const char *text,
+    size_t len, size_t *start, size_t *end, const char **name);
+
+
+#endif /* NGX_HTTP_META_WEBHOOK_H_INCLUDED */

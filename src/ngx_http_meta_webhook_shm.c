@@ -1,0 +1,522 @@
+/*
+ * The embedded state backend: one shared memory zone for all workers.
+ *
+ * Entries live in a red-black tree keyed by their 16-byte digest.  Claims
+ * still in flight sit on their own queue and are never evicted; committed
+ * dedupe keys and contact records sit on an LRU queue, from whose tail
+ * expired entries are reaped and, when the zone is full, live ones are
+ * evicted.  The tree and the queues survive "nginx -s reload".
+ */
+
+#include "ngx_http_meta_webhook.h"
+
+
+#define NGX_MW_OPTIN_RETENTION   (400 * 86400)
+#define NGX_MW_EVICT_BATCH       16
+
+
+typedef struct {
+    ngx_rbtree_node_t           node;
+    ngx_queue_t                 queue;
+    uint64_t                    owner;       /* in flight: its delivery */
+    int64_t                     expires;
+    int64_t                     window;      /* contact: expires_at */
+    int64_t                     optin_ts;
+    u_char                      type;        /* mw_key_type_e */
+    u_char                      optin;       /* MW_OPTIN_* */
+    u_char                      key[MW_KEY_LEN];
+} ngx_mw_shm_node_t;
+
+
+typedef struct {
+    ngx_rbtree_t                rbtree;
+    ngx_rbtree_node_t           sentinel;
+    ngx_queue_t                 lru;         /* committed and contacts */
+    ngx_queue_t                 inflight;    /* claims, oldest at the tail */
+    ngx_atomic_t                entries;
+    time_t                      last_evict_log;
+    ngx_mw_counters_t           counters;
+} ngx_mw_shm_sh_t;
+
+
+typedef struct {
+    ngx_mw_shm_sh_t                     *sh;
+    ngx_slab_pool_t                     *shpool;
+    ngx_str_t                            name;
+    ngx_http_meta_webhook_main_conf_t   *mmcf;
+} ngx_mw_shm_t;
+
+
+static ngx_int_t ngx_http_meta_webhook_shm_init(ngx_shm_zone_t *shm_zone,
+    void *data);
+static ngx_int_t ngx_http_meta_webhook_shm_ingest(void *state,
+    ngx_mw_ingest_t *op);
+static void ngx_http_meta_webhook_shm_settle(void *state,
+    ngx_mw_claim_t *claims, ngx_uint_t n, uint64_t owner, ngx_uint_t commit,
+    time_t ttl, ngx_log_t *log);
+
+
+ngx_mw_state_ops_t  ngx_http_meta_webhook_shm_ops = {
+    ngx_string("shm"),
+    ngx_http_meta_webhook_shm_ingest,
+    ngx_http_meta_webhook_shm_settle
+};
+
+
+static ngx_rbtree_key_t
+ngx_mw_shm_hash(const u_char *key)
+{
+    ngx_rbtree_key_t  k;
+
+    /* the key is a digest already: its first bytes are evenly spread */
+    ngx_memcpy(&k, key, sizeof(ngx_rbtree_key_t));
+
+    return k;
+}
+
+
+static void
+ngx_mw_shm_rbtree_insert_value(ngx_rbtree_node_t *temp,
+    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel)
+{
+    ngx_rbtree_node_t  **p;
+    ngx_mw_shm_node_t   *n, *t;
+
+    for ( ;; ) {
+
+        if (node->key < temp->key) {
+            p = &temp->left;
+
+        } else if (node->key > temp->key) {
+            p = &temp->right;
+
+        } else {
+            n = (ngx_mw_shm_node_t *) node;
+            t = (ngx_mw_shm_node_t *) temp;
+
+            p = (ngx_memcmp(n->key, t->key, MW_KEY_LEN) < 0)
+                ? &temp->left : &temp->right;
+        }
+
+        if (*p == sentinel) {
+            break;
+        }
+
+        temp = *p;
+    }
+
+    *p = node;
+    node->parent = temp;
+    node->left = sentinel;
+    node->right = sentinel;
+    ngx_rbt_red(node);
+}
+
+
+static ngx_mw_shm_node_t *
+ngx_mw_shm_lookup(ngx_mw_shm_t *ctx, const u_char *key)
+{
+    ngx_int_t           rc;
+    ngx_rbtree_key_t    hash;
+    ngx_rbtree_node_t  *node, *sentinel;
+    ngx_mw_shm_node_t  *n;
+
+    hash = ngx_mw_shm_hash(key);
+    node = ctx->sh->rbtree.root;
+    sentinel = ctx->sh->rbtree.sentinel;
+
+    while (node != sentinel) {
+
+        if (hash < node->key) {
+            node = node->left;
+            continue;
+        }
+
+        if (hash > node->key) {
+            node = node->right;
+            continue;
+        }
+
+        n = (ngx_mw_shm_node_t *) node;
+        rc = ngx_memcmp(key, n->key, MW_KEY_LEN);
+
+        if (rc == 0) {
+            return n;
+        }
+
+        node = (rc < 0) ? node->left : node->right;
+    }
+
+    return NULL;
+}
+
+
+static void
+ngx_mw_shm_delete(ngx_mw_shm_t *ctx, ngx_mw_shm_node_t *n)
+{
+    ngx_queue_remove(&n->queue);
+    ngx_rbtree_delete(&ctx->sh->rbtree, &n->node);
+    ngx_slab_free_locked(ctx->shpool, n);
+    ctx->sh->entries--;
+}
+
+
+/*
+ * Reaps a few expired entries from the tails of both queues: enough to
+ * keep pace with arrivals, bounded so that one delivery never pays for a
+ * whole zone.
+ */
+
+static void
+ngx_mw_shm_expire(ngx_mw_shm_t *ctx, int64_t now)
+{
+    ngx_uint_t          i;
+    ngx_queue_t        *q, *queues[2];
+    ngx_mw_shm_node_t  *n;
+
+    queues[0] = &ctx->sh->inflight;
+    queues[1] = &ctx->sh->lru;
+
+    for (i = 0; i < 2; i++) {
+        while (!ngx_queue_empty(queues[i])) {
+            q = ngx_queue_last(queues[i]);
+            n = ngx_queue_data(q, ngx_mw_shm_node_t, queue);
+
+            if (n->expires > now) {
+                break;
+            }
+
+            ngx_mw_shm_delete(ctx, n);
+        }
+    }
+}
+
+
+static ngx_mw_shm_node_t *
+ngx_mw_shm_alloc(ngx_mw_shm_t *ctx, int64_t now, ngx_log_t *log)
+{
+    ngx_uint_t          i;
+    ngx_queue_t        *q;
+    ngx_mw_shm_node_t  *n;
+
+    n = ngx_slab_alloc_locked(ctx->shpool, sizeof(ngx_mw_shm_node_t));
+    if (n != NULL) {
+        goto done;
+    }
+
+    /*
+     * The zone is full: evict the least recently used committed entries.
+     * Claims in flight are on their own queue and are never touched: a
+     * delivery being handed off must be able to commit or release.
+     */
+
+    for (i = 0; i < NGX_MW_EVICT_BATCH && !ngx_queue_empty(&ctx->sh->lru);
+         i++)
+    {
+        q = ngx_queue_last(&ctx->sh->lru);
+        n = ngx_queue_data(q, ngx_mw_shm_node_t, queue);
+        ngx_mw_shm_delete(ctx, n);
+    }
+
+    if (i == 0) {
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "meta_webhook: state zone \"%V\" is full of claims "
+                      "in flight and nothing can be evicted; "
+                      "increase its size", &ctx->name);
+        return NULL;
+    }
+
+    (void) ngx_atomic_fetch_add(&ctx->sh->counters.evictions, i);
+
+    if (ctx->sh->last_evict_log != (time_t) now) {
+        ctx->sh->last_evict_log = (time_t) now;
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "meta_webhook: state zone \"%V\" is full, evicted "
+                      "%ui least recently used entries; the dedupe horizon "
+                      "is now shorter than configured, increase the zone",
+                      &ctx->name, i);
+    }
+
+    n = ngx_slab_alloc_locked(ctx->shpool, sizeof(ngx_mw_shm_node_t));
+    if (n == NULL) {
+        return NULL;
+    }
+
+done:
+
+    ngx_memzero(n, sizeof(ngx_mw_shm_node_t));
+    ctx->sh->entries++;
+
+    return n;
+}
+
+
+static void
+ngx_mw_shm_insert(ngx_mw_shm_t *ctx, ngx_mw_shm_node_t *n, const u_char *key,
+    u_char type, ngx_queue_t *queue)
+{
+    ngx_memcpy(n->key, key, MW_KEY_LEN);
+    n->type = type;
+    n->node.key = ngx_mw_shm_hash(key);
+
+    ngx_rbtree_insert(&ctx->sh->rbtree, &n->node);
+    ngx_queue_insert_head(queue, &n->queue);
+}
+
+
+static ngx_int_t
+ngx_http_meta_webhook_shm_ingest(void *state, ngx_mw_ingest_t *op)
+{
+    ngx_mw_shm_t *ctx = state;
+
+    ngx_uint_t            i;
+    ngx_mw_claim_t       *c;
+    ngx_mw_shm_node_t    *n;
+    ngx_mw_contact_op_t  *co;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    ngx_mw_shm_expire(ctx, op->now);
+
+    for (i = 0; i < op->nclaims; i++) {
+        c = &op->claims[i];
+        n = ngx_mw_shm_lookup(ctx, c->key);
+
+        if (n != NULL && n->expires <= op->now) {
+            /* a lapsed lease: its delivery died; take the claim over */
+            ngx_mw_shm_delete(ctx, n);
+            n = NULL;
+        }
+
+        if (n != NULL) {
+            if (n->owner) {
+                c->result = NGX_MW_CLAIM_BUSY;
+
+            } else {
+                c->result = NGX_MW_CLAIM_DUPLICATE;
+                ngx_queue_remove(&n->queue);
+                ngx_queue_insert_head(&ctx->sh->lru, &n->queue);
+            }
+
+            continue;
+        }
+
+        n = ngx_mw_shm_alloc(ctx, op->now, op->log);
+        if (n == NULL) {
+            goto full;
+        }
+
+        n->owner = op->owner;
+        n->expires = op->now + op->claim_timeout;
+        ngx_mw_shm_insert(ctx, n, c->key, MW_KEY_DEDUPE, &ctx->sh->inflight);
+
+        c->result = NGX_MW_CLAIM_NEW;
+    }
+
+    for (i = 0; i < op->ncontacts; i++) {
+        co = &op->contacts[i];
+        n = ngx_mw_shm_lookup(ctx, co->key);
+
+        if (n != NULL && n->expires <= op->now) {
+            ngx_mw_shm_delete(ctx, n);
+            n = NULL;
+        }
+
+        if (n == NULL) {
+            n = ngx_mw_shm_alloc(ctx, op->now, op->log);
+            if (n == NULL) {
+                goto full;
+            }
+
+            ngx_mw_shm_insert(ctx, n, co->key, MW_KEY_CONTACT,
+                              &ctx->sh->lru);
+
+        } else {
+            ngx_queue_remove(&n->queue);
+            ngx_queue_insert_head(&ctx->sh->lru, &n->queue);
+        }
+
+        n->window = mw_window_advance(n->window, co->from);
+
+        /* keywords are applied in message order, even when retried late */
+        if (co->optin != MW_OPTIN_NONE && co->optin_ts >= n->optin_ts) {
+            n->optin = (u_char) co->optin;
+            n->optin_ts = co->optin_ts;
+        }
+
+        n->expires = n->optin ? op->now + NGX_MW_OPTIN_RETENTION : n->window;
+        co->expires = n->window;
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    op->rc = NGX_OK;
+    return NGX_OK;
+
+full:
+
+    /* undo this delivery's claims: it is answered 503 and retried */
+
+    for (i = 0; i < op->nclaims; i++) {
+        c = &op->claims[i];
+
+        if (c->result != NGX_MW_CLAIM_NEW) {
+            continue;
+        }
+
+        n = ngx_mw_shm_lookup(ctx, c->key);
+
+        if (n != NULL && n->owner == op->owner) {
+            ngx_mw_shm_delete(ctx, n);
+        }
+
+        c->result = NGX_MW_CLAIM_BUSY;
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    op->rc = NGX_DECLINED;
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_meta_webhook_shm_settle(void *state, ngx_mw_claim_t *claims,
+    ngx_uint_t n, uint64_t owner, ngx_uint_t commit, time_t ttl,
+    ngx_log_t *log)
+{
+    ngx_mw_shm_t *ctx = state;
+
+    time_t              now;
+    ngx_uint_t          i;
+    ngx_mw_shm_node_t  *node;
+
+    now = ngx_time();
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    for (i = 0; i < n; i++) {
+        node = ngx_mw_shm_lookup(ctx, claims[i].key);
+
+        /* a claim whose lease lapsed may belong to another delivery now */
+        if (node == NULL || node->owner != owner) {
+            continue;
+        }
+
+        if (commit) {
+            node->owner = 0;
+            node->expires = now + ttl;
+            ngx_queue_remove(&node->queue);
+            ngx_queue_insert_head(&ctx->sh->lru, &node->queue);
+
+        } else {
+            ngx_mw_shm_delete(ctx, node);
+        }
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+}
+
+
+char *
+ngx_http_meta_webhook_shm_zone(ngx_conf_t *cf,
+    ngx_http_meta_webhook_main_conf_t *mmcf, ngx_str_t *name, size_t size)
+{
+    ngx_mw_shm_t    *ctx;
+    ngx_shm_zone_t  *shm_zone;
+
+    if (size < 8 * ngx_pagesize) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "meta_webhook_state zone \"%V\" is too small",
+                           name);
+        return NGX_CONF_ERROR;
+    }
+
+    ctx = ngx_pcalloc(cf->pool, sizeof(ngx_mw_shm_t));
+    if (ctx == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ctx->name = *name;
+    ctx->mmcf = mmcf;
+
+    shm_zone = ngx_shared_memory_add(cf, name, size,
+                                     &ngx_http_meta_webhook_module);
+    if (shm_zone == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (shm_zone->data) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "meta_webhook_state zone \"%V\" is already used",
+                           name);
+        return NGX_CONF_ERROR;
+    }
+
+    shm_zone->init = ngx_http_meta_webhook_shm_init;
+    shm_zone->data = ctx;
+
+    mmcf->shm_zone = shm_zone;
+    mmcf->ops = &ngx_http_meta_webhook_shm_ops;
+    mmcf->state = ctx;
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_meta_webhook_shm_init(ngx_shm_zone_t *shm_zone, void *data)
+{
+    ngx_mw_shm_t  *octx = data;
+
+    size_t         len;
+    ngx_mw_shm_t  *ctx;
+
+    ctx = shm_zone->data;
+
+    if (octx) {
+        /* reload: keep every claim, window and counter */
+        ctx->sh = octx->sh;
+        ctx->shpool = octx->shpool;
+        goto done;
+    }
+
+    ctx->shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
+
+    if (shm_zone->shm.exists) {
+        ctx->sh = ctx->shpool->data;
+        goto done;
+    }
+
+    ctx->sh = ngx_slab_alloc(ctx->shpool, sizeof(ngx_mw_shm_sh_t));
+    if (ctx->sh == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(ctx->sh, sizeof(ngx_mw_shm_sh_t));
+    ctx->shpool->data = ctx->sh;
+
+    ngx_rbtree_init(&ctx->sh->rbtree, &ctx->sh->sentinel,
+                    ngx_mw_shm_rbtree_insert_value);
+    ngx_queue_init(&ctx->sh->lru);
+    ngx_queue_init(&ctx->sh->inflight);
+
+    len = sizeof(" in meta_webhook_state zone \"\"") + shm_zone->shm.name.len;
+
+    ctx->shpool->log_ctx = ngx_slab_alloc(ctx->shpool, len);
+    if (ctx->shpool->log_ctx == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_sprintf(ctx->shpool->log_ctx, " in meta_webhook_state zone \"%V\"%Z",
+                &shm_zone->shm.name);
+
+    /* a full zone is handled by eviction, with a log line of its own */
+    ctx->shpool->log_nomem = 0;
+
+done:
+
+    ctx->mmcf->counters = &ctx->sh->counters;
+
+    return NGX_OK;
+}

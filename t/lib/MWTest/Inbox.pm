@@ -1,0 +1,226 @@
+package MWTest::Inbox;
+
+# The fake application ("inbox") that nginx hands events to: a forked
+# Perl HTTP server on 127.0.0.1, any free port.  Every request is
+# recorded, in arrival order, as DIR/req-NNNNNN.{head,body}, before it is
+# answered; the answer (status, body, delay) is read per request from a
+# control file that the test changes at run time with ->set.  A request
+# to be answered after a delay is answered by a forked child, so that
+# concurrent hand-offs are accepted and recorded while others wait.
+
+use strict;
+use warnings;
+
+use IO::Select;
+use IO::Socket::INET;
+use JSON::PP ();
+use POSIX ();
+use Time::HiRes ();
+
+sub start {
+    my ($class, %o) = @_;
+    my $dir = MWTest::new_dir('inbox');
+    my $listen = IO::Socket::INET->new(
+        LocalAddr => '127.0.0.1', LocalPort => 0, Proto => 'tcp',
+        Listen => 128, ReuseAddr => 1,
+    ) or die "inbox listen: $!";
+    my $self = bless { dir => $dir, port => $listen->sockport,
+                       owner => $$ }, $class;
+    $self->set(status => $o{status} // 200, delay => $o{delay} // 0,
+               body => $o{body} // '{"ok":true}');
+
+    my $pid = fork;
+    die "fork: $!" unless defined $pid;
+    if (!$pid) {
+        $SIG{$_} = 'DEFAULT' for qw(TERM INT HUP);
+        $SIG{CHLD} = 'IGNORE';
+        $SIG{PIPE} = 'IGNORE';
+        eval { _serve($listen, $dir) };
+        POSIX::_exit(0);
+    }
+    close $listen;
+    $self->{pid} = $pid;
+    MWTest::register($self);
+    return $self;
+}
+
+sub port { $_[0]{port} }
+sub dir  { $_[0]{dir} }
+
+# set(status => 503, delay => 1.5, body => '...')
+sub set {
+    my ($self, %o) = @_;
+    my %cur = %{ $self->{control} // {} };
+    %cur = (%cur, %o);
+    $self->{control} = \%cur;
+    MWTest::spew("$self->{dir}/control",
+        JSON::PP->new->canonical->encode(\%cur));
+}
+
+sub _files {
+    my ($self) = @_;
+    opendir my $dh, $self->{dir} or return ();
+    my @f = sort grep { /^req-\d+\.body$/ } readdir $dh;
+    closedir $dh;
+    return @f;
+}
+
+sub count { scalar $_[0]->_files }
+
+# [{method, uri, headers => {lc name => value}, body}] in arrival order
+sub raw_requests {
+    my ($self) = @_;
+    my @r;
+    for my $f ($self->_files) {
+        (my $h = $f) =~ s/\.body$/.head/;
+        my $head = MWTest::slurp("$self->{dir}/$h") // '';
+        my ($line, @lines) = split /\r\n/, $head;
+        my ($method, $uri) = split / /, $line // '';
+        my %h;
+        for (@lines) {
+            my ($k, $v) = /^([^:]+):\s*(.*)$/ or next;
+            $h{ lc $k } = $v;
+        }
+        push @r, { method => $method, uri => $uri, headers => \%h,
+                   body => MWTest::slurp("$self->{dir}/$f") // '',
+                   file => "$self->{dir}/$f" };
+    }
+    return @r;
+}
+
+# the decoded JSON bodies (undef for a body that is not JSON)
+sub requests {
+    my ($self) = @_;
+    return map { MWTest::json_decode($_->{body}) } $self->raw_requests;
+}
+
+# every event of every request, in order
+sub events {
+    my ($self) = @_;
+    return map { ref $_ eq 'HASH' && ref $_->{events} eq 'ARRAY'
+                 ? @{ $_->{events} } : () } $self->requests;
+}
+
+# forget what was recorded so far
+sub clear {
+    my ($self) = @_;
+    unlink map { my $h = $_; $h =~ s/\.body$/.head/;
+                 ("$self->{dir}/$_", "$self->{dir}/$h") } $self->_files;
+}
+
+sub stop {
+    my ($self) = @_;
+    my $pid = delete $self->{pid} or return;
+    kill 'TERM', $pid;
+    my $gone = MWTest::wait_until(sub { waitpid($pid, POSIX::WNOHANG()) == $pid }, 3);
+    if (!$gone) { kill 'KILL', $pid; waitpid $pid, 0 }
+    # children answering delayed requests die with their sleep; kill any
+    # that are still there
+    if (opendir my $dh, '/proc') {
+        for my $p (grep { /^\d+$/ } readdir $dh) {
+            my $st = MWTest::slurp("/proc/$p/stat") // next;
+            kill 'KILL', $p if $st =~ /\)\s+\S+\s+(\d+)/ && $1 == $pid;
+        }
+    }
+}
+
+sub _cleanup { $_[0]->stop }
+
+sub DESTROY {
+    my ($self) = @_;
+    return unless $$ == ($self->{owner} // 0);
+    local ($@, $!, $?);
+    $self->stop;
+}
+
+
+# --- the server (child process)
+
+sub _read_request {
+    my ($c) = @_;
+    my $sel = IO::Select->new($c);
+    my $buf = '';
+    my $end = Time::HiRes::time() + 10;
+    my ($head, $body, $need);
+    while (1) {
+        my $left = $end - Time::HiRes::time();
+        return undef if $left <= 0;
+        next unless $sel->can_read($left);
+        my $n = sysread $c, $buf, 65536, length $buf;
+        return undef unless $n;
+        if (!defined $head) {
+            my $i = index $buf, "\r\n\r\n";
+            next if $i < 0;
+            $head = substr $buf, 0, $i;
+            $buf = substr $buf, $i + 4;
+            if ($head =~ /^content-length:\s*(\d+)/im) {
+                $need = $1;
+            } elsif ($head =~ /^transfer-encoding:\s*chunked/im) {
+                $need = -1;
+            } else {
+                $need = 0;
+            }
+        }
+        if ($need >= 0) {
+            return ($head, substr $buf, 0, $need) if length $buf >= $need;
+        } elsif ($buf =~ /(?:^|\r\n)0\r\n\r\n$/) {
+            my $out = '';
+            while ($buf =~ s/^([0-9a-fA-F]+)[^\r\n]*\r\n//) {
+                my $n = hex $1;
+                last if $n == 0;
+                $out .= substr $buf, 0, $n;
+                substr($buf, 0, $n + 2) = '';
+            }
+            return ($head, $out);
+        }
+    }
+}
+
+sub _serve {
+    my ($listen, $dir) = @_;
+    my $seq = 0;
+    while (1) {
+        my $c = $listen->accept;
+        if (!$c) {
+            next if $!{EINTR};
+            last;
+        }
+        binmode $c;
+        my ($head, $body) = _read_request($c);
+        if (!defined $head) {
+            close $c;
+            next;
+        }
+        $seq++;
+        my $name = sprintf 'req-%06d', $seq;
+        MWTest::spew("$dir/$name.head", $head);
+        MWTest::spew("$dir/$name.body", $body);
+
+        my $ctl = eval {
+            JSON::PP->new->decode(MWTest::slurp("$dir/control") // '{}')
+        } || {};
+        my $status = $ctl->{status} // 200;
+        my $rbody = $ctl->{body} // '';
+        my $resp = "HTTP/1.1 $status X\r\n"
+                 . "Content-Type: application/json\r\n"
+                 . 'Content-Length: ' . length($rbody) . "\r\n"
+                 . "Connection: close\r\n\r\n$rbody";
+
+        if ($ctl->{delay}) {
+            my $pid = fork;
+            if (defined $pid && $pid == 0) {
+                close $listen;
+                Time::HiRes::sleep($ctl->{delay});
+                syswrite $c, $resp;
+                close $c;
+                POSIX::_exit(0);
+            }
+            close $c;
+            next;
+        }
+        syswrite $c, $resp;
+        close $c;
+    }
+}
+
+1;

@@ -1,0 +1,256 @@
+/*
+ * mw_json_parse(): the bounds and the error reasons.
+ */
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "mw_core.h"
+#include "tap.h"
+
+
+static double
+now_sec(void)
+{
+    struct timespec  ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+
+static json_t *
+parse(const char *s, char *err, size_t errlen)
+{
+    return mw_json_parse(s, strlen(s), err, errlen);
+}
+
+
+static int
+starts(const char *s, const char *prefix)
+{
+    return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+
+static void
+test_basic(void)
+{
+    char     err[128];
+    json_t  *j;
+
+    j = parse("{\"a\":[1,2,{\"b\":\"c\"}]}", err, sizeof(err));
+    ok(j != NULL, "plain object parses");
+    is_str(err, "", "err empty on success");
+    is_int(json_integer_value(json_array_get(json_object_get(j, "a"), 1)),
+           2, "value read back");
+    json_decref(j);
+
+    j = parse("42", err, sizeof(err));
+    ok(j != NULL && json_is_integer(j), "a scalar document is JSON");
+    json_decref(j);
+
+    j = mw_json_parse("", 0, err, sizeof(err));
+    ok(j == NULL, "empty input refused");
+    is_str(err, "empty body", "empty input reason");
+
+    j = mw_json_parse(NULL, 0, err, sizeof(err));
+    ok(j == NULL, "NULL input refused");
+
+    j = parse("{\"a\":1} x", err, sizeof(err));
+    ok(j == NULL, "trailing data refused");
+    ok(starts(err, "data after the JSON document at byte "),
+       "trailing data reason: %s", err);
+
+    j = parse("{\"a\":[1,2", err, sizeof(err));
+    ok(j == NULL, "truncated refused");
+    ok(starts(err, "truncated JSON at byte "), "truncated reason: %s", err);
+
+    j = parse("{\"a\":1}", NULL, 0);
+    ok(j != NULL, "err may be NULL");
+    json_decref(j);
+
+    j = parse("nope", NULL, 0);
+    ok(j == NULL, "failure with err NULL does not crash");
+}
+
+
+static void
+test_depth(void)
+{
+    int      i;
+    char    *buf, err[128];
+    size_t   n;
+    double   t0, t1;
+    json_t  *j;
+
+    n = 100000;
+    buf = malloc(n + 1);
+    memset(buf, '[', n);
+    buf[n] = '\0';
+
+    t0 = now_sec();
+    j = mw_json_parse(buf, n, err, sizeof(err));
+    t1 = now_sec();
+
+    ok(j == NULL, "100000 nested brackets refused");
+    is_str(err, "nesting deeper than 64 at byte 64", "depth reason");
+    ok(t1 - t0 < 0.05, "refused quickly (%.6f s)", t1 - t0);
+
+    /* the same with objects, closing brackets present */
+    n = 0;
+    for (i = 0; i < 20000; i++) {
+        memcpy(buf + n, "{\"a\":", 5);
+        n += 5;
+    }
+    buf[n] = '\0';
+
+    j = mw_json_parse(buf, n, err, sizeof(err));
+    ok(j == NULL, "20000 nested objects refused");
+    ok(starts(err, "nesting deeper than 64"), "object depth reason: %s",
+       err);
+    free(buf);
+
+    /* exactly 64 levels parse; 65 do not */
+    buf = malloc(200);
+    memset(buf, '[', 64);
+    memset(buf + 64, ']', 64);
+    buf[128] = '\0';
+
+    j = parse(buf, err, sizeof(err));
+    ok(j != NULL, "64 levels parse");
+    json_decref(j);
+
+    memset(buf, '[', 65);
+    memset(buf + 65, ']', 65);
+    buf[130] = '\0';
+
+    j = parse(buf, err, sizeof(err));
+    ok(j == NULL, "65 levels refused");
+    free(buf);
+
+    /* brackets inside strings, and escaped quotes, do not count */
+    buf = malloc(4096);
+    strcpy(buf, "{\"a\":\"");
+    n = strlen(buf);
+    for (i = 0; i < 1000; i++) {
+        buf[n++] = (i % 3 == 0) ? '{' : '[';
+    }
+    strcpy(buf + n, "\\\"[[[[\\\\\",\"b\":[[1]]}");
+
+    j = parse(buf, err, sizeof(err));
+    ok(j != NULL, "brackets inside a string do not count (%s)", err);
+    ok(j && json_string_length(json_object_get(j, "a")) == 1000 + 6,
+       "string with brackets kept");
+    json_decref(j);
+    free(buf);
+
+    /* an escaped backslash ends the string where JSON says it does */
+    j = parse("{\"a\":\"x\\\\\",\"b\":[1]}", err, sizeof(err));
+    ok(j != NULL && json_is_array(json_object_get(j, "b")),
+       "escaped backslash before the closing quote");
+    json_decref(j);
+}
+
+
+static void
+test_strict(void)
+{
+    char     err[128];
+    json_t  *j;
+
+    j = parse("{\"a\":1,\"SECRET\":2,\"SECRET\":3}", err, sizeof(err));
+    ok(j == NULL, "duplicate keys refused");
+    ok(starts(err, "duplicate key at byte "), "duplicate reason: %s", err);
+    ok(strstr(err, "SECRET") == NULL, "duplicate reason quotes nothing");
+
+    j = parse("{\"a\":\"caf\xc3\x28 SECRET\"}", err, sizeof(err));
+    ok(j == NULL, "invalid UTF-8 refused");
+    ok(starts(err, "invalid UTF-8 at byte "), "UTF-8 reason: %s", err);
+
+    j = parse("{\"a\":\"\xff\"}", err, sizeof(err));
+    ok(j == NULL, "byte 0xff refused");
+
+    j = parse("{\"a\":\"SECRET\\ud800SECRET\"}", err, sizeof(err));
+    ok(j == NULL, "lone surrogate refused");
+    ok(starts(err, "invalid \\u escape at byte "), "surrogate reason: %s",
+       err);
+    ok(strstr(err, "SECRET") == NULL && strstr(err, "D800") == NULL
+       && strstr(err, "d800") == NULL, "surrogate reason quotes nothing");
+
+    j = parse("{\"a\":SECRETTOKEN}", err, sizeof(err));
+    ok(j == NULL, "bare word refused");
+    ok(starts(err, "not JSON at byte "), "syntax reason: %s", err);
+    ok(strstr(err, "SECRET") == NULL, "syntax reason quotes nothing");
+
+    j = parse("{\"a\\u0000b\":1}", err, sizeof(err));
+    ok(j == NULL, "\\u0000 in a key refused");
+    ok(starts(err, "\\u0000 in an object key at byte "), "key NUL: %s",
+       err);
+
+    j = mw_json_parse("{\"a\":\"x\0y\"}", 11, err, sizeof(err));
+    ok(j == NULL, "raw NUL byte refused");
+
+    /* a short err buffer is filled, not overrun */
+    j = parse("{\"a\":1,\"a\":2}", err, 8);
+    ok(j == NULL && strlen(err) == 7, "reason truncated to the buffer");
+}
+
+
+static void
+test_nul_and_numbers(void)
+{
+    char     err[128], *out;
+    json_t  *j, *v;
+
+    j = parse("{\"t\":\"a\\u0000b\"}", err, sizeof(err));
+    ok(j != NULL, "\\u0000 inside a string kept");
+    v = json_object_get(j, "t");
+    is_int(json_string_length(v), 3, "length counts the NUL");
+    ok(v && memcmp(json_string_value(v), "a\0b", 3) == 0, "bytes kept");
+
+    out = json_dumps(j, JSON_COMPACT);
+    is_str(out, "{\"t\":\"a\\u0000b\"}", "escaped again on output");
+    free(out);
+    json_decref(j);
+
+    j = parse("{\"big\":123456789012345678901234,\"n\":7}", err,
+              sizeof(err));
+    ok(j != NULL, "integer beyond 2^63 does not fail the document (%s)",
+       err);
+    v = json_object_get(j, "big");
+    ok(json_is_real(v), "big integer kept as a real");
+    ok(json_is_real(v) && json_real_value(v) > 1.2e23
+       && json_real_value(v) < 1.3e23, "real value close");
+    ok(json_is_number(json_object_get(j, "n"))
+       && json_number_value(json_object_get(j, "n")) == 7,
+       "other integers still read as numbers");
+    json_decref(j);
+
+    j = parse("{\"n\":9223372036854775807}", err, sizeof(err));
+    ok(json_is_integer(json_object_get(j, "n")), "INT64_MAX stays integer");
+    json_decref(j);
+
+    j = parse("{\"n\":-9223372036854775809}", err, sizeof(err));
+    ok(j != NULL && json_is_real(json_object_get(j, "n")),
+       "below INT64_MIN kept as a real");
+    json_decref(j);
+
+    j = parse("{\"n\":1e999}", err, sizeof(err));
+    ok(j == NULL, "a real beyond double refused");
+    ok(starts(err, "number out of range at byte "), "overflow reason: %s",
+       err);
+}
+
+
+int
+main(void)
+{
+    test_basic();
+    test_depth();
+    test_strict();
+    test_nul_and_numbers();
+
+    return done_testing();
+}
