@@ -83,6 +83,18 @@ proc_ticks() {  # proc_ticks PID: CPU ticks (user+sys) of PID and its children
 
 HAVE_MODULE=0
 [ -f "$MODULE" ] && HAVE_MODULE=1
+MODULE_LOAD=$MODULE
+
+# nginx maps the .so it loads: a rebuild that rewrites build/*.so in place
+# meanwhile kills the workers with SIGBUS.  So the benchmark loads its own
+# copy, taken once.
+snapshot_module() {
+    [ "$HAVE_MODULE" = 1 ] || return 0
+    mkdir -p "$WORK"
+    cp "$MODULE" "$WORK/module.so.tmp" && mv -f "$WORK/module.so.tmp" "$WORK/ngx_http_meta_webhook_module.so"
+    MODULE_LOAD=$WORK/ngx_http_meta_webhook_module.so
+    MODULE_INFO="$(ls -l --time-style='+%Y-%m-%d %H:%M:%S' "$MODULE" | awk '{ print $6, $7 }'), sha256 $(sha256sum "$MODULE_LOAD" | cut -c1-12)"
+}
 
 # write_nginx_conf SECRET WITH_STATUS [EXTRA_MAIN_DIRECTIVES]
 # One worker; A on PORT_A; B (/webhook) and D (/webhook, /webhook-mem) on
@@ -90,7 +102,7 @@ HAVE_MODULE=0
 write_nginx_conf() {
     mkdir -p "$WORK/nginx/logs" "$WORK/nginx/tmp"
     {
-        [ "$HAVE_MODULE" = 1 ] && echo "load_module $MODULE;"
+        [ "$HAVE_MODULE" = 1 ] && echo "load_module $MODULE_LOAD;"
         [ "$(id -u)" = 0 ] && echo "user root;"
         echo "worker_processes 1;"
         [ -n "$SERVER_CPU" ] && echo "worker_cpu_affinity $(cpu_mask "$SERVER_CPU");"

@@ -53,6 +53,8 @@ fi
 mkdir -p "$OUT"
 find "$OUT" -mindepth 1 -maxdepth 1 ! -name profile -exec rm -rf {} +
 RESULTS=$OUT/results.txt
+MODULE_INFO="not built"
+snapshot_module
 
 # ------------------------------------------------------------ machine
 
@@ -66,6 +68,7 @@ WRK_VER=$(wrk -v 2>&1 | head -1 | awk '{ print $2 }')
     echo "# nginx-meta-webhook benchmark, $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
     echo "machine: $NCPU cores ($CPU_MODEL), $MEM, $(uname -sr)"
     echo "software: nginx $NGX_VER, node $NODE_VER, express $EXPRESS_VER, wrk $WRK_VER"
+    echo "module: build/ngx_http_meta_webhook_module.so ($MODULE_INFO)"
 } >"$RESULTS"
 cat "$RESULTS"
 if [ -n "$SERVER_CPU" ]; then

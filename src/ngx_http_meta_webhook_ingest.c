@@ -188,6 +188,45 @@ ngx_http_meta_webhook_equal(ngx_str_t *given, ngx_str_t *secret)
 }
 
 
+/* Overwrites every hub.verify_token value in s with '*'. */
+
+static void
+ngx_http_meta_webhook_mask_arg(ngx_str_t *s)
+{
+    u_char  *p, *last;
+
+    static u_char  name[] = "hub.verify_token=";
+
+    if (s->data == NULL) {
+        return;
+    }
+
+    p = s->data;
+    last = s->data + s->len;
+
+    for ( ;; ) {
+        p = ngx_strlcasestrn(p, last, name, sizeof(name) - 2);
+        if (p == NULL) {
+            return;
+        }
+
+        p += sizeof(name) - 1;
+
+        /* only an argument: at the start, or after '?' or '&' */
+        if (p - (sizeof(name) - 1) != s->data
+            && p[-(ssize_t) sizeof(name)] != '?'
+            && p[-(ssize_t) sizeof(name)] != '&')
+        {
+            continue;
+        }
+
+        while (p < last && *p != '&' && *p != ' ' && *p != '#') {
+            *p++ = '*';
+        }
+    }
+}
+
+
 static ngx_int_t
 ngx_http_meta_webhook_handshake(ngx_http_request_t *r,
     ngx_http_meta_webhook_loc_conf_t *lcf, ngx_http_meta_webhook_ctx_t *ctx)
@@ -207,6 +246,32 @@ ngx_http_meta_webhook_handshake(ngx_http_request_t *r,
         return rc;
     }
 
+    if (ngx_http_arg(r, (u_char *) "hub.verify_token", 16, &token) != NGX_OK
+        || token.len > 1024)
+    {
+        token.len = 0;
+    }
+
+    dst = ngx_pnalloc(r->pool, token.len + 1);
+    if (dst == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    src = token.data;
+    token.data = dst;
+    ngx_unescape_uri(&dst, &src, token.len, 0);
+    token.len = dst - token.data;
+
+    /*
+     * The token travels in the query string, and so in the request line
+     * that the access log and error log context print: mask it now that
+     * it has been read.
+     */
+
+    ngx_http_meta_webhook_mask_arg(&r->request_line);
+    ngx_http_meta_webhook_mask_arg(&r->args);
+    ngx_http_meta_webhook_mask_arg(&r->unparsed_uri);
+
     if (ngx_http_arg(r, (u_char *) "hub.mode", 8, &mode) != NGX_OK
         || mode.len != 9 || ngx_strncmp(mode.data, "subscribe", 9) != 0)
     {
@@ -224,22 +289,6 @@ ngx_http_meta_webhook_handshake(ngx_http_request_t *r,
         ngx_mw_count(mmcf, handshakes_refused, 1);
         return NGX_HTTP_FORBIDDEN;
     }
-
-    if (ngx_http_arg(r, (u_char *) "hub.verify_token", 16, &token) != NGX_OK
-        || token.len > 1024)
-    {
-        token.len = 0;
-    }
-
-    dst = ngx_pnalloc(r->pool, token.len + 1);
-    if (dst == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    src = token.data;
-    token.data = dst;
-    ngx_unescape_uri(&dst, &src, token.len, 0);
-    token.len = dst - token.data;
 
     if (!ngx_http_meta_webhook_equal(&token, &lcf->verify_token)) {
         ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,

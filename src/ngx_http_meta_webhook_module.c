@@ -26,6 +26,8 @@ static char *ngx_http_meta_webhook(ngx_conf_t *cf, ngx_command_t *cmd,
 static char *ngx_http_meta_webhook_secret_file(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static void ngx_http_meta_webhook_free_key(void *data);
+static char *ngx_http_meta_webhook_dead_letter_path(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static char *ngx_http_meta_webhook_account(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_http_meta_webhook_detectors(ngx_conf_t *cf,
@@ -78,7 +80,7 @@ static ngx_command_t  ngx_http_meta_webhook_commands[] = {
 
     { ngx_string("meta_webhook_dead_letter_path"),
       NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_str_slot,
+      ngx_http_meta_webhook_dead_letter_path,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_meta_webhook_loc_conf_t, dead_letter_path),
       NULL },
@@ -481,7 +483,10 @@ ngx_http_meta_webhook_merge_loc_conf(ngx_conf_t *cf, void *parent,
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
 
-    if (clcf->client_max_body_size < NGX_MW_MIN_BODY_SIZE) {
+    /* 0 is "unlimited" */
+    if (clcf->client_max_body_size
+        && clcf->client_max_body_size < NGX_MW_MIN_BODY_SIZE)
+    {
         ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
                            "\"meta_webhook\" location \"%V\" allows bodies "
                            "of %O bytes at most: Meta sends up to 3 MB, "
@@ -705,6 +710,45 @@ static void
 ngx_http_meta_webhook_free_key(void *data)
 {
     mw_hmac_key_free(data);
+}
+
+
+static char *
+ngx_http_meta_webhook_dead_letter_path(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_meta_webhook_loc_conf_t *lcf = conf;
+
+    ngx_str_t        *value;
+    ngx_file_info_t   fi;
+
+    if (lcf->dead_letter_path.data) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+    lcf->dead_letter_path = value[1];
+
+    if (ngx_conf_full_name(cf->cycle, &lcf->dead_letter_path, 0) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    /* a delivery answered 200 must have somewhere to go: check it now */
+
+    if (ngx_file_info(lcf->dead_letter_path.data, &fi) == NGX_FILE_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           ngx_file_info_n " \"%V\" failed",
+                           &lcf->dead_letter_path);
+        return NGX_CONF_ERROR;
+    }
+
+    if (!ngx_is_dir(&fi)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "\"%V\" is not a directory",
+                           &lcf->dead_letter_path);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
 }
 
 

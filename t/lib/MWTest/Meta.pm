@@ -53,30 +53,19 @@ my %ESC = ("\"" => '\\"', "\\" => '\\\\', "\n" => '\\n', "\r" => '\\r',
 
 sub _str {
     my ($s, $meta) = @_;
-    my $out = '';
-    for my $ch (split //, $s) {
-        my $o = ord $ch;
-        if (exists $ESC{$ch}) {
-            $out .= $ESC{$ch};
-        } elsif ($o < 0x20 || $o == 0x7f) {
-            $out .= sprintf '\\u%04x', $o;
-        } elsif ($meta && ($ch eq '/' || $ch eq '<' || $ch eq '%'
-                           || $ch eq '@' || $ch eq '>' || $ch eq '&'))
-        {
-            $out .= sprintf '\\u%04x', $o;
-        } elsif ($meta && $o > 0x7f) {
-            if ($o > 0xffff) {
-                my $v = $o - 0x10000;
-                $out .= sprintf '\\u%04x\\u%04x', 0xd800 | ($v >> 10),
-                                0xdc00 | ($v & 0x3ff);
-            } else {
-                $out .= sprintf '\\u%04x', $o;
-            }
-        } else {
-            $out .= $ch;
-        }
+    $s =~ s{([\x00-\x1f"\\\x7f])}{$ESC{$1} // sprintf('\u%04x', ord $1)}ge;
+    if ($meta) {
+        $s =~ s{([/<>%@&])}{sprintf '\u%04x', ord $1}ge;
+        $s =~ s{([^\x00-\x7f])}{_uesc(ord $1)}ge;
     }
-    return '"' . $out . '"';
+    return '"' . $s . '"';
+}
+
+sub _uesc {
+    my ($o) = @_;
+    return sprintf '\u%04x', $o if $o <= 0xffff;
+    my $v = $o - 0x10000;
+    return sprintf '\u%04x\u%04x', 0xd800 | ($v >> 10), 0xdc00 | ($v & 0x3ff);
 }
 
 sub _enc {
