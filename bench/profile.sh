@@ -86,7 +86,7 @@ fi
 
 load() {   # the load, from the other core; bounded in time
     if [ "$MODE" = single ]; then
-        if [ "$TOOL" = perf ]; then c=16; d=$SECONDS_; else c=2; d=60; fi
+        if [ "$TOOL" = perf ]; then c=16; d=$SECONDS_; else c=2; d=20; fi
         on_cpu "$LOAD_CPU" timeout $((d + 60)) wrk -t1 -c$c -d${d}s --timeout 10s \
             -s "$BENCH/wrk/replay.lua" "http://127.0.0.1:$PORT_B/webhook" \
             -- "$WORK/req.txt" 1 "$NREQ" stop profile | grep '^RESULT'

@@ -69,6 +69,7 @@ WRK_VER=$(wrk -v 2>&1 | head -1 | awk '{ print $2 }')
     echo "machine: $NCPU cores ($CPU_MODEL), $MEM, $(uname -sr)"
     echo "software: nginx $NGX_VER, node $NODE_VER, express $EXPRESS_VER, wrk $WRK_VER"
     echo "module: build/ngx_http_meta_webhook_module.so ($MODULE_INFO)"
+    echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg) (other work on this machine skews the numbers)"
 } >"$RESULTS"
 cat "$RESULTS"
 if [ -n "$SERVER_CPU" ]; then
@@ -247,6 +248,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0 && b > 0) printf "%.2f", a 
     [ "$HAVE_MODULE" = 1 ] || echo "B and D (module) not run: build it first (make)"
 } >"$OUT/summary.txt"
 
+echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/summary.txt"
 cat "$OUT/summary.txt"
 cat "$OUT/summary.txt" >>"$RESULTS"
 log ""

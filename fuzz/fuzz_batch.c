@@ -4,9 +4,13 @@
  *
  * Build and run:
  *
- *   clang -g -O1 -fsanitize=fuzzer,address,undefined -Isrc \
+ *   clang -g -O1 -fsanitize=fuzzer,address,undefined \
+ *       -fno-sanitize-recover=undefined -Isrc \
  *       fuzz/fuzz_batch.c src/mw_*.c -ljansson -lcrypto -o build/fuzz_batch
  *   build/fuzz_batch -max_total_time=60 -max_len=65536 fuzz/corpus-batch
+ *
+ * (-fno-sanitize-recover: undefined behaviour stops the run instead of
+ * scrolling by in the log.)
  *
  * Besides the sanitizers' findings, it checks what the application relies
  * on: a dump is one line, its length is right, it parses back with one

@@ -104,8 +104,8 @@ for target in fuzz/fuzz_*.c; do
         tail -n 30 "$log" >&2
         failed="$failed $name"
     else
-        echo "fuzz: $name ok, ${runs:-?} runs, corpus $(ls "$corpus" \
-            | wc -l | tr -d ' ') inputs"
+        n=$(find "$corpus" -type f | wc -l | tr -d ' ')
+        echo "fuzz: $name ok, ${runs:-?} runs, corpus $n inputs"
     fi
 done
 

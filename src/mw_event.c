@@ -13,6 +13,7 @@
  * copies would be most of the work.
  */
 
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -183,6 +184,9 @@ static int mw_envelope(mw_ctx_t *ctx);
 static int mw_change_messages(mw_ctx_t *ctx, json_t *value);
 static void mw_change_other(mw_ctx_t *ctx, json_t *field, json_t *value);
 static void mw_message(mw_ctx_t *ctx, json_t *msg);
+static mw_class_e mw_classify(mw_ctx_t *ctx, const mw_type_t *t,
+    json_t *obj, mw_str_e *reason, const char **qname);
+static void mw_refs(mw_ctx_t *ctx, json_t *ev, json_t *type, json_t *obj);
 static void mw_status(mw_ctx_t *ctx, json_t *st);
 static void mw_status_deleted(mw_ctx_t *ctx, json_t *st, json_t *id,
     int64_t ts);
@@ -196,6 +200,7 @@ static void mw_contact(mw_ctx_t *ctx, mw_update_t *u, json_t *ev,
     const char *key, json_t *raw, int profile);
 static json_t *mw_profile_name(mw_ctx_t *ctx, json_t *raw);
 static int64_t mw_timestamp(json_t *v);
+static int mw_code(json_t *error);
 static mw_update_t *mw_update_add(mw_ctx_t *ctx, mw_kind_e kind,
     int64_t ts);
 static json_t *mw_event_new(mw_ctx_t *ctx, mw_str_e kind, json_t *id,
@@ -759,47 +764,13 @@ mw_message(mw_ctx_t *ctx, json_t *msg)
     mw_set(ctx, ev, "type", type ? json_incref(type)
                                  : mw_str(ctx, MW_S_EMPTY));
 
-    /* classify */
-
     t = type ? mw_type_find(json_string_value(type),
                             json_string_length(type))
              : NULL;
 
     obj = t ? json_object_get(msg, t->name) : NULL;
-    qname = NULL;
-    cls = MW_CLASS_SUPPORTED;
-    reason = MW_S_EMPTY;
 
-    if (t == NULL) {
-        cls = MW_CLASS_UNSUPPORTED;
-        reason = MW_S_UNSUPPORTED_TYPE;
-
-    } else if (t->flags & MW_T_UNSUPPORTED) {
-        cls = MW_CLASS_UNSUPPORTED;
-        reason = t->reason;
-
-    } else if (obj != NULL
-               && ((t->flags & MW_T_ARRAY) ? !json_is_array(obj)
-                                           : !json_is_object(obj)))
-    {
-        /* a member of the wrong JSON type could hide unscanned text */
-        cls = MW_CLASS_UNSUPPORTED;
-        reason = MW_S_UNSUPPORTED_TYPE;
-
-    } else if (t->mimes
-               && !mw_mime_allowed(json_object_get(obj, "mime_type"),
-                                   t->mimes))
-    {
-        cls = MW_CLASS_UNSUPPORTED;
-        reason = MW_S_UNSUPPORTED_ATTACHMENT;
-
-    } else if (ctx->qc && t->scan_depth >= 0) {
-        qname = mw_scan(ctx, obj, t->scan_depth);
-
-        if (qname) {
-            cls = MW_CLASS_QUARANTINED;
-        }
-    }
+    cls = mw_classify(ctx, t, obj, &reason, &qname);
 
     u->cls = cls;
 
@@ -849,35 +820,7 @@ mw_message(mw_ctx_t *ctx, json_t *msg)
         }
     }
 
-    /* what a reaction, a deletion or an edit refers to */
-    if (t && json_is_object(obj)) {
-        v = NULL;
-
-        if (mw_str_is(type, "reaction", mw_strlen("reaction"))) {
-            v = json_object_get(obj, "message_id");
-            c = json_object_get(obj, "emoji");
-
-            if (!json_is_string(c) || json_string_length(c) == 0) {
-                mw_set(ctx, ev, "removed", json_true());
-            }
-
-        } else if (mw_str_is(type, "revoke", mw_strlen("revoke"))
-                   || mw_str_is(type, "edit", mw_strlen("edit")))
-        {
-            v = json_object_get(obj, "original_message_id");
-
-            if (!json_is_string(v)) {
-                v = json_object_get(obj, "message_id");
-            }
-        }
-
-        if (json_is_string(v)) {
-            mw_set(ctx, ev, "related_id", json_incref(v));
-        }
-
-    } else if (t && mw_str_is(type, "reaction", mw_strlen("reaction"))) {
-        mw_set(ctx, ev, "removed", json_true());
-    }
+    mw_refs(ctx, ev, type, obj);
 
     if (cls == MW_CLASS_SUPPORTED
         && mw_str_is(type, "text", mw_strlen("text")))
@@ -897,10 +840,7 @@ mw_message(mw_ctx_t *ctx, json_t *msg)
     if (json_is_array(errors)) {
         mw_set(ctx, ev, "errors", json_incref(errors));
 
-        v = json_object_get(json_array_get(errors, 0), "code");
-        if (json_is_number(v)) {
-            u->error_code = (int) json_number_value(v);
-        }
+        u->error_code = mw_code(json_array_get(errors, 0));
     }
 
     if (mw_str_is(type, "unsupported", mw_strlen("unsupported"))) {
@@ -926,6 +866,88 @@ mw_message(mw_ctx_t *ctx, json_t *msg)
     }
 
     mw_event_id(ctx, u);
+}
+
+
+/*
+ * The class of a message of type t (NULL: a type not known here) whose
+ * member for the type is obj; reason or qname say why it is not shown.
+ */
+static mw_class_e
+mw_classify(mw_ctx_t *ctx, const mw_type_t *t, json_t *obj,
+    mw_str_e *reason, const char **qname)
+{
+    *reason = MW_S_EMPTY;
+    *qname = NULL;
+
+    if (t == NULL) {
+        *reason = MW_S_UNSUPPORTED_TYPE;
+        return MW_CLASS_UNSUPPORTED;
+    }
+
+    if (t->flags & MW_T_UNSUPPORTED) {
+        *reason = t->reason;
+        return MW_CLASS_UNSUPPORTED;
+    }
+
+    if (obj != NULL
+        && ((t->flags & MW_T_ARRAY) ? !json_is_array(obj)
+                                    : !json_is_object(obj)))
+    {
+        /* a member of the wrong JSON type could hide unscanned text */
+        *reason = MW_S_UNSUPPORTED_TYPE;
+        return MW_CLASS_UNSUPPORTED;
+    }
+
+    if (t->mimes
+        && !mw_mime_allowed(json_object_get(obj, "mime_type"), t->mimes))
+    {
+        *reason = MW_S_UNSUPPORTED_ATTACHMENT;
+        return MW_CLASS_UNSUPPORTED;
+    }
+
+    if (ctx->qc && t->scan_depth >= 0) {
+        *qname = mw_scan(ctx, obj, t->scan_depth);
+
+        if (*qname) {
+            return MW_CLASS_QUARANTINED;
+        }
+    }
+
+    return MW_CLASS_SUPPORTED;
+}
+
+
+/* what a reaction, a deletion or an edit refers to */
+static void
+mw_refs(mw_ctx_t *ctx, json_t *ev, json_t *type, json_t *obj)
+{
+    json_t  *v, *emoji;
+
+    v = NULL;
+
+    if (mw_str_is(type, "reaction", mw_strlen("reaction"))) {
+        v = json_object_get(obj, "message_id");
+        emoji = json_object_get(obj, "emoji");
+
+        /* Meta drops the emoji when the contact takes a reaction back */
+        if (!json_is_string(emoji) || json_string_length(emoji) == 0) {
+            mw_set(ctx, ev, "removed", json_true());
+        }
+
+    } else if (mw_str_is(type, "revoke", mw_strlen("revoke"))
+               || mw_str_is(type, "edit", mw_strlen("edit")))
+    {
+        v = json_object_get(obj, "original_message_id");
+
+        if (!json_is_string(v)) {
+            v = json_object_get(obj, "message_id");
+        }
+    }
+
+    if (json_is_string(v)) {
+        mw_set(ctx, ev, "related_id", json_incref(v));
+    }
 }
 
 
@@ -990,11 +1012,8 @@ mw_status(mw_ctx_t *ctx, json_t *st)
         }
     }
 
-    v = json_object_get(json_array_get(json_object_get(st, "errors"), 0),
-                        "code");
-    if (json_is_number(v)) {
-        u->error_code = (int) json_number_value(v);
-    }
+    u->error_code = mw_code(json_array_get(json_object_get(st, "errors"),
+                                           0));
 
     if (id && json_string_length(id)) {
         mw_key_status(u->key, json_string_value(id), json_string_length(id),
@@ -1077,7 +1096,7 @@ mw_status_deleted(mw_ctx_t *ctx, json_t *st, json_t *id, int64_t ts)
 static void
 mw_error_item(mw_ctx_t *ctx, json_t *item)
 {
-    json_t       *ev, *list, *v;
+    json_t       *ev, *list;
     const char   *parts[3];
     size_t        lens[3];
     mw_update_t  *u;
@@ -1100,10 +1119,7 @@ mw_error_item(mw_ctx_t *ctx, json_t *item)
 
     u->event = ev;
 
-    v = json_object_get(item, "code");
-    if (json_is_number(v)) {
-        u->error_code = (int) json_number_value(v);
-    }
+    u->error_code = mw_code(item);
 
     parts[0] = "error";
     lens[0] = mw_strlen("error");
@@ -1400,6 +1416,31 @@ mw_timestamp(json_t *v)
     }
 
     return -1;
+}
+
+
+/* errors[].code as an int; 0 when absent or out of range */
+static int
+mw_code(json_t *error)
+{
+    double      d;
+    json_t     *v;
+    json_int_t  i;
+
+    v = json_object_get(error, "code");
+
+    if (json_is_integer(v)) {
+        i = json_integer_value(v);
+        return (i >= INT_MIN && i <= INT_MAX) ? (int) i : 0;
+    }
+
+    if (json_is_real(v)) {
+        /* a cast of an out-of-range double is undefined: check first */
+        d = json_real_value(v);
+        return (d >= INT_MIN && d <= INT_MAX) ? (int) d : 0;
+    }
+
+    return 0;
 }
 
 

@@ -149,6 +149,12 @@ is $inbox->count, 0, 'no handshake reached the inbox';
 
 # --- methods
 
+{
+    my $r = $ng->request(method => 'HEAD', path => '/webhook?hub.mode='
+        . "subscribe&hub.verify_token=$TOKEN&hub.challenge=12345");
+    is $r->status, 405, 'HEAD: 405' or diag $r->summary;
+    unlike $r->raw, qr/12345/, 'HEAD: challenge not reflected';
+}
 for my $m (qw(PUT DELETE PATCH OPTIONS PROPFIND)) {
     my $r = $ng->request(method => $m, path => '/webhook', body => '{}');
     is $r->status, 405, "$m: 405" or diag $r->summary;

@@ -42,7 +42,7 @@ our @EXPORT = qw(
     $ROOT $NGINX $MODULE $SECRET $SECRET2 $TOKEN
     sign sig_header free_port http_request raw_request
     webhook_location setup slurp spew wait_until json_decode json_encode
-    nginx_t deadline absent_from
+    nginx_t deadline absent_from in_parallel
 );
 
 our $ROOT   = Cwd::abs_path(File::Basename::dirname(__FILE__) . '/../..');
@@ -156,6 +156,38 @@ sub absent_from {
         }
     }
     return $ok;
+}
+
+# Runs $code->($i) in $n forked children that start together (a barrier
+# file); returns their string results in order.  Bounded: children still
+# running after $timeout seconds are killed and give "timeout".
+sub in_parallel {
+    my ($n, $code, $timeout) = @_;
+    $timeout //= 30;
+    my $dir = new_dir('par');
+    my @pids;
+    for my $i (0 .. $n - 1) {
+        my $pid = fork;
+        die "fork: $!" unless defined $pid;
+        if (!$pid) {
+            wait_until(sub { -e "$dir/go" }, 10, 0.001);
+            my $res = eval { $code->($i) };
+            $res = "error: $@" unless defined $res;
+            spew("$dir/res-$i", $res);
+            POSIX::_exit(0);
+        }
+        push @pids, $pid;
+    }
+    spew("$dir/go", '');
+    my %left = map { $_ => 1 } @pids;
+    wait_until(sub {
+        for my $p (keys %left) {
+            delete $left{$p} if waitpid($p, POSIX::WNOHANG()) != 0;
+        }
+        !%left;
+    }, $timeout, 0.01);
+    for my $p (keys %left) { kill 'KILL', $p; waitpid $p, 0 }
+    return map { slurp("$dir/res-$_") // 'timeout' } 0 .. $n - 1;
 }
 
 sub sign {
@@ -336,8 +368,9 @@ sub webhook_location {
 #   /local     the endpoint without a content handler (the module answers
 #              200 itself), logging $meta_webhook_events to
 #              logs/events.log with escape=none
-# Options: workers, error_level, extra (directives for both locations),
+# Options: workers, error_level, secret (the app secret), extra (directives for both locations),
 # webhook_extra, local_extra, http_conf, server_conf (more locations),
+# %INBOX% in server_conf is the inbox's port.
 # inbox => {status, delay}, no_inbox, files => {name => content or
 # [content, mode]} (written to DIR/conf/ before the start).
 # Returns ($nginx, $inbox).
@@ -346,7 +379,8 @@ sub setup {
     my $inbox = $o{no_inbox} ? undef
               : MWTest::Inbox->start(%{ $o{inbox} // {} });
     my $ng = MWTest::Nginx->new(workers => $o{workers},
-                                error_level => $o{error_level});
+                                error_level => $o{error_level},
+                                secret => $o{secret});
     for my $name (sort keys %{ $o{files} // {} }) {
         my $spec = $o{files}{$name};
         $ng->write_file($name, ref $spec ? @$spec : ($spec));
@@ -363,6 +397,10 @@ sub setup {
                           'access_log %DIR%/logs/events.log mwevents;',
                           'access_log %DIR%/logs/access.log;'))
         . ($o{server_conf} // '');
+    if ($inbox) {
+        my $ip = $inbox->port;
+        $server =~ s/%INBOX%/$ip/g;
+    }
     $ng->start(
         http_conf => "    log_format mwevents escape=none "
                    . "'\$meta_webhook_events';\n" . ($o{http_conf} // ''),
@@ -408,6 +446,12 @@ sub new {
         qw(logs conf tmp tmp/body tmp/proxy tmp/fastcgi tmp/uwsgi
            tmp/scgi dead));
     chmod 0700, "$self->{dir}/dead";
+    # nginx loads a private copy of the module: a rebuild that rewrites
+    # build/*.so in place must not crash the workers of a running test
+    if (-f $MWTest::MODULE) {
+        my $data = MWTest::slurp($MWTest::MODULE);
+        MWTest::spew("$self->{dir}/conf/module.so", $data, 0755);
+    }
     MWTest::spew("$self->{dir}/conf/app_secret",
                  $o{secret} // $MWTest::SECRET, 0600);
     return $self;
@@ -446,7 +490,8 @@ sub config_text {
     my $level = $o{error_level} // $self->{error_level};
     my $workers = $o{workers} // $self->{workers};
     my $load = exists $o{module} && !defined $o{module}
-             ? '' : 'load_module ' . ($o{module} // $MWTest::MODULE) . ";\n";
+             ? '' : 'load_module '
+                    . ($o{module} // "$self->{dir}/conf/module.so") . ";\n";
     my $main = $self->_subst($o{main_conf});
     my $http = $self->_subst($o{http_conf});
     my $server = $self->_subst($o{server_conf});

@@ -496,6 +496,21 @@ test_statuses(void)
     is_str(path(u, "errors", "title"), NULL, "errors is an array");
     mw_batch_free(&b);
 
+    /* codes that do not fit an int are 0, not undefined behaviour */
+    rc = parse(&b, ENV_HEAD "'statuses':[{'id':'a','status':'failed',"
+        "'errors':[{'code':1e300}]},{'id':'b','status':'failed',"
+        "'errors':[{'code':-99999999999}]},{'id':'c','status':'failed',"
+        "'errors':[{'code':'131047'}]},{'id':'d','status':'failed',"
+        "'errors':[{'code':131047.0}]}],'errors':[{'code':-1e300}]"
+        ENV_TAIL);
+    is_int(rc, MW_BATCH_OK, "odd codes: parse");
+    is_int(b.updates[0].error_code, 0, "code 1e300: 0");
+    is_int(b.updates[1].error_code, 0, "code beyond int: 0");
+    is_int(b.updates[2].error_code, 0, "code as a string: 0");
+    is_int(b.updates[3].error_code, 131047, "code as a real: read");
+    is_int(b.updates[4].error_code, 0, "error item code -1e300: 0");
+    mw_batch_free(&b);
+
     /* older payloads: a deletion reported as a status */
     rc = parse(&b, ENV_HEAD "'statuses':[{'id':'wamid.DEL','status':"
         "'deleted','timestamp':'1700000000','recipient_id':'16505551234'}]"
