@@ -29,6 +29,7 @@ typedef struct {
 
 static ngx_http_meta_webhook_ctx_t *ngx_http_meta_webhook_get_ctx(
     ngx_http_request_t *r);
+static void ngx_http_meta_webhook_mask_token(ngx_http_request_t *r);
 static ngx_int_t ngx_http_meta_webhook_handshake(ngx_http_request_t *r,
     ngx_http_meta_webhook_loc_conf_t *lcf, ngx_http_meta_webhook_ctx_t *ctx);
 static ngx_int_t ngx_http_meta_webhook_signature(ngx_http_request_t *r,
@@ -116,6 +117,9 @@ ngx_http_meta_webhook_handler(ngx_http_request_t *r)
         ngx_mw_count(mmcf, handshakes, 1);
         return ngx_http_meta_webhook_handshake(r, lcf, ctx);
     }
+
+    /* whatever the method, a verify token must not reach the logs */
+    ngx_http_meta_webhook_mask_token(r);
 
     if (r->method != NGX_HTTP_POST) {
         ctx->result = NGX_MW_RESULT_REFUSED;
@@ -227,6 +231,25 @@ ngx_http_meta_webhook_mask_arg(ngx_str_t *s)
 }
 
 
+/*
+ * The token travels in the query string, and so in the request line that
+ * the access log and the error log's context print: once read, it is
+ * masked where those find it.
+ */
+
+static void
+ngx_http_meta_webhook_mask_token(ngx_http_request_t *r)
+{
+    if (r->args.len == 0) {
+        return;
+    }
+
+    ngx_http_meta_webhook_mask_arg(&r->request_line);
+    ngx_http_meta_webhook_mask_arg(&r->args);
+    ngx_http_meta_webhook_mask_arg(&r->unparsed_uri);
+}
+
+
 static ngx_int_t
 ngx_http_meta_webhook_handshake(ngx_http_request_t *r,
     ngx_http_meta_webhook_loc_conf_t *lcf, ngx_http_meta_webhook_ctx_t *ctx)
@@ -262,15 +285,7 @@ ngx_http_meta_webhook_handshake(ngx_http_request_t *r,
     ngx_unescape_uri(&dst, &src, token.len, 0);
     token.len = dst - token.data;
 
-    /*
-     * The token travels in the query string, and so in the request line
-     * that the access log and error log context print: mask it now that
-     * it has been read.
-     */
-
-    ngx_http_meta_webhook_mask_arg(&r->request_line);
-    ngx_http_meta_webhook_mask_arg(&r->args);
-    ngx_http_meta_webhook_mask_arg(&r->unparsed_uri);
+    ngx_http_meta_webhook_mask_token(r);
 
     if (ngx_http_arg(r, (u_char *) "hub.mode", 8, &mode) != NGX_OK
         || mode.len != 9 || ngx_strncmp(mode.data, "subscribe", 9) != 0)

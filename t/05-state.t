@@ -158,8 +158,86 @@ $ng->stop;
     is $r->status, 200, 'tiny zone: the oldest delivery is answered 200';
     is $r->header('x-mw-result'), 'new',
         'tiny zone: the oldest (least recently used) entry was evicted';
+
+    # least recently USED: an entry seen again (a retry) is kept, one
+    # never seen again goes first
+    my $keep = delivery(messages => [ msg_text(from => new_contact()) ]);
+    my $lose = delivery(messages => [ msg_text(from => new_contact()) ]);
+    $tng->deliver($_) for $keep, $lose;
+    my @odd;
+    for my $i (1 .. 300) {
+        $r = $tng->deliver(delivery(messages => [
+            msg_text(from => new_contact(), body => "lru $i") ]));
+        push @odd, "$i: " . $r->status unless $r->status == 200;
+        if ($i % 10 == 0) {
+            $r = $tng->deliver($keep);
+            push @odd, "keep at $i: " . ($r->header('x-mw-result') // '-')
+                unless ($r->header('x-mw-result') // '') eq 'duplicate';
+        }
+    }
+    is "@odd", '', 'LRU: a delivery retried now and then stays a duplicate';
+    is $tng->deliver($lose)->header('x-mw-result'), 'new',
+        'LRU: the one never retried was evicted';
+
+    # more claims than the zone can hold at once: answered 503 (Meta
+    # retries), never 200 without a hand-off, and the zone is not wedged
+    my ($big) = big_batch(n => 1000);
+    $mark = $tng->log_mark;
+    my $calls = $tinbox->count;
+    $r = $tng->deliver($big);
+    if ($r->status == 200) {
+        is $tinbox->count, $calls + 1, '1000 claims in 32k: handed off';
+    } else {
+        is $r->status, 503, '1000 claims in 32k: 503, Meta retries';
+        is $r->header('x-mw-result'), 'state_error',
+            '1000 claims in 32k: result state_error';
+        is $tinbox->count, $calls, '1000 claims in 32k: nothing handed off';
+        like $tng->error_log_since($mark), qr/zone "tiny"|state/,
+            '1000 claims in 32k: logged';
+    }
+    $r = $tng->deliver(delivery(messages => [ msg_text(from => new_contact()) ]));
+    is $r->status, 200, 'after the oversized batch: the zone still works';
+    is $r->header('x-mw-result'), 'new', 'after the oversized batch: new';
+    unlike $tng->error_log, qr/\[(?:alert|emerg)\]|exited on signal/,
+        'tiny zone: no crash';
     $tng->stop;
     $tinbox->stop;
+}
+
+# --- the claim lease: a worker that dies during a hand-off does not
+#     leave its updates busy forever
+
+{
+    my ($lng, $linbox) = setup(workers => 1,
+        extra => 'meta_webhook_claim_timeout 2s;');
+    my $m = msg_text(from => new_contact(), body => 'worker dies');
+    my $d = delivery(messages => [$m]);
+    $linbox->set(delay => 10);
+    my $pid = fork;
+    if (!$pid) { $lng->deliver($d, timeout => 15); POSIX::_exit(0) }
+    ok wait_until(sub { $linbox->count == 1 }, 5),
+        'lease: the hand-off is in flight';
+    my @w = $lng->worker_pids;
+    kill 'KILL', @w;
+    ok wait_until(sub {
+        my @n = $lng->worker_pids;
+        @n && !grep { my $x = $_; grep { $_ == $x } @w } @n
+    }, 5), 'lease: the worker was killed and replaced';
+    $linbox->set(delay => 0);
+    my $t0 = time;
+    my $r = $lng->deliver($d);
+    is $r->status, 503, 'lease: right after, the update is still busy';
+    is $r->header('x-mw-result'), 'busy', 'lease: result busy';
+    $r = wait_until(sub {
+        my $x = $lng->deliver($d);
+        $x->status == 200 ? $x : undef }, 8, 0.25);
+    ok $r, 'lease: once lapsed, the retry is accepted';
+    is $r && $r->header('x-mw-result'), 'new', 'lease: and handed off';
+    cmp_ok time - $t0, '<=', 4, 'lease: within the claim timeout';
+    kill 'KILL', $pid;
+    waitpid $pid, 0;
+    $lng->stop;
+    $linbox->stop;
 }
 
 done_testing;
