@@ -288,4 +288,99 @@ char *mw_batch_dump(const mw_batch_t *b, const unsigned char *skip,
     size_t *len);
 
 
+/* ---------------------------------------------------------------------- */
+/* mw_send.c: the send path's request and rules                            */
+
+#define MW_TEXT_MAX          4096   /* characters in a text body */
+
+#define MW_GRAPH_WINDOW_CLOSED   131047  /* re-engagement message */
+#define MW_GRAPH_PARAM_INVALID   100     /* invalid parameter */
+
+typedef struct {
+    json_t                  *root;
+    const char              *to;            /* as the client wrote it */
+    char                     contact[MW_CONTACT_MAX];   /* normalized */
+    const char              *type;
+    int                      is_template;
+} mw_send_req_t;
+
+typedef struct {
+    int                      status;        /* HTTP status to answer */
+    int                      code;          /* Graph error code */
+    char                     message[256];  /* never quotes the body */
+} mw_send_err_t;
+
+/*
+ * Validates a send-message request body (Meta's JSON, unchanged): JSON
+ * with no duplicate keys, "to" a contact mw_contact_normalize() accepts,
+ * "type" a type Meta sends, the type's object present, a text body of at
+ * most MW_TEXT_MAX characters.  Returns 0, or -1 with err filled.
+ */
+int mw_send_parse(mw_send_req_t *req, const char *buf, size_t len,
+    mw_send_err_t *err);
+void mw_send_free(mw_send_req_t *req);
+
+/*
+ * A Graph-style error body:
+ *   {"error":{"message":M,"type":T,"code":C,
+ *             "error_data":{"messaging_product":"whatsapp","details":D}}}
+ * details may be NULL.  Returns a malloc()ed string, or NULL.
+ */
+char *mw_graph_error(int code, const char *type, const char *message,
+    const char *details, size_t *len);
+
+/* What the state holds about a contact, read under the state's lock. */
+typedef struct {
+    int64_t                  window;        /* expires_at, 0: never */
+    int64_t                  session;       /* when the open window's
+                                               session began */
+    int64_t                  counted;       /* when a conversation was last
+                                               counted for this contact */
+    int                      optin;         /* MW_OPTIN_* */
+} mw_contact_state_t;
+
+typedef struct {
+    int64_t                  limit;         /* per period, 0: unlimited */
+    int64_t                  used;
+    int64_t                  daily_limit;   /* business-initiated per day,
+                                               0: unlimited */
+    int64_t                  daily_used;
+    int                      require_optin;
+} mw_limits_t;
+
+typedef enum {
+    MW_SEND_ALLOW = 0,
+    MW_SEND_WINDOW_CLOSED,          /* 400, 131047 */
+    MW_SEND_LIMIT,                  /* 429: the period's conversations */
+    MW_SEND_DAILY_LIMIT,            /* 429: business-initiated today */
+    MW_SEND_NO_OPTIN,               /* 403: no opt-in recorded */
+    MW_SEND_OPTED_OUT               /* 403: the contact sent STOP */
+} mw_send_verdict_e;
+
+typedef struct {
+    mw_send_verdict_e        verdict;
+    unsigned                 conversation:1;        /* counts one */
+    unsigned                 business_initiated:1;  /* counts today too */
+    unsigned                 session:1;             /* the session's one */
+} mw_send_decision_t;
+
+/*
+ * The help-desk rules.  Inside an open window every message type may be
+ * sent and the session's first business message counts one conversation
+ * (counted < session); outside it only templates, each counting one
+ * business-initiated conversation, subject to the daily cap and, when
+ * required, the contact's opt-in.  A conversation over the period's limit
+ * is refused.
+ */
+void mw_send_decide(const mw_contact_state_t *cs, const mw_limits_t *lim,
+    int is_template, int64_t now, mw_send_decision_t *d);
+
+/*
+ * An inbound message's effect on its contact: the window moves forward
+ * (mw_window_advance) and, when the window had closed before the message,
+ * a new session begins at the message.
+ */
+void mw_session_advance(int64_t *window, int64_t *session, int64_t from);
+
+
 #endif /* MW_CORE_H_INCLUDED */

@@ -155,3 +155,15 @@ mw_day(int64_t now, int64_t tz_offset, int64_t *start, int64_t *end)
     *start = days * 86400 - tz_offset;
     *end = *start + 86400;
 }
+
+
+void
+mw_session_advance(int64_t *window, int64_t *session, int64_t from)
+{
+    /* the window had closed, or never opened: this message starts anew */
+    if (from >= *window) {
+        *session = from;
+    }
+
+    *window = mw_window_advance(*window, from);
+}

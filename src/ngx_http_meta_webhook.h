@@ -69,6 +69,7 @@ struct ngx_mw_ingest_s {
     uint64_t                    owner;         /* whose claims these are */
     time_t                      now;
     time_t                      claim_timeout; /* lease of an in-flight claim */
+    time_t                      dedupe_ttl;    /* of a committed claim */
 
     ngx_int_t                   rc;            /* NGX_OK, NGX_DECLINED: full,
                                                   NGX_ERROR: failed */
@@ -191,6 +192,7 @@ typedef struct {
     ngx_uint_t                  nnew;
 
     ngx_mw_ingest_t             op;
+    time_t                      dedupe_ttl;
     ngx_mw_claim_t             *held;          /* the new claims */
     ngx_uint_t                  nheld;
 
@@ -204,6 +206,8 @@ extern ngx_mw_state_ops_t  ngx_http_meta_webhook_shm_ops;
 
 
 /* ngx_http_meta_webhook_ingest.c */
+ngx_http_meta_webhook_ctx_t *ngx_http_meta_webhook_get_ctx(
+    ngx_http_request_t *r);
 ngx_int_t ngx_http_meta_webhook_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_meta_webhook_content_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_meta_webhook_log_handler(ngx_http_request_t *r);

@@ -27,8 +27,6 @@ typedef struct {
 } ngx_mw_sorted_key_t;
 
 
-static ngx_http_meta_webhook_ctx_t *ngx_http_meta_webhook_get_ctx(
-    ngx_http_request_t *r);
 static void ngx_http_meta_webhook_mask_token(ngx_http_request_t *r);
 static ngx_int_t ngx_http_meta_webhook_handshake(ngx_http_request_t *r,
     ngx_http_meta_webhook_loc_conf_t *lcf, ngx_http_meta_webhook_ctx_t *ctx);
@@ -150,7 +148,7 @@ ngx_http_meta_webhook_handler(ngx_http_request_t *r)
 }
 
 
-static ngx_http_meta_webhook_ctx_t *
+ngx_http_meta_webhook_ctx_t *
 ngx_http_meta_webhook_get_ctx(ngx_http_request_t *r)
 {
     ngx_pool_cleanup_t           *cln;
@@ -753,6 +751,8 @@ ngx_http_meta_webhook_claim(ngx_http_request_t *r,
     op->ncontacts = nc;
     op->now = ngx_time();
     op->claim_timeout = lcf->claim_timeout;
+    op->dedupe_ttl = lcf->dedupe_ttl;
+    ctx->dedupe_ttl = lcf->dedupe_ttl;
     op->log = r->connection->log;
     op->rc = NGX_OK;
 
@@ -882,6 +882,8 @@ ngx_http_meta_webhook_claimed(ngx_http_request_t *r,
             && u->phone_number_id && u->phone_number_id[0] != '\0')
         {
             if (mw_event_set_window(u, op->contacts[j].expires) != 0) {
+                /* nothing was handed off: Meta's retry must be processed */
+                ngx_http_meta_webhook_settle(r, ctx, 0);
                 return NGX_HTTP_INTERNAL_SERVER_ERROR;
             }
 
@@ -1078,7 +1080,6 @@ static void
 ngx_http_meta_webhook_settle(ngx_http_request_t *r,
     ngx_http_meta_webhook_ctx_t *ctx, ngx_uint_t commit)
 {
-    ngx_http_meta_webhook_loc_conf_t   *lcf;
     ngx_http_meta_webhook_main_conf_t  *mmcf;
 
     if (ctx->settled) {
@@ -1091,18 +1092,40 @@ ngx_http_meta_webhook_settle(ngx_http_request_t *r,
         return;
     }
 
-    lcf = ngx_http_get_module_loc_conf(r, ngx_http_meta_webhook_module);
     mmcf = ngx_http_get_module_main_conf(r, ngx_http_meta_webhook_module);
 
-    /* after an internal redirect the location may be another one */
-    if (!lcf->enable) {
-        lcf = ngx_http_get_module_loc_conf(r->main,
-                                           ngx_http_meta_webhook_module);
+    /* the TTL was taken when claiming: a redirect may change location */
+    mmcf->ops->settle(mmcf->state, ctx->held, ctx->nheld, ctx->op.owner,
+                      commit, ctx->dedupe_ttl, r->connection->log);
+}
+
+
+/*
+ * Whether the application has the updates: the answer Meta got was a 2xx
+ * (it will not retry), or the upstream answered 2xx even if Meta hung up
+ * meanwhile (the application has them; Meta's retry is a duplicate).
+ */
+
+static ngx_uint_t
+ngx_http_meta_webhook_handed_off(ngx_http_request_t *r)
+{
+    ngx_uint_t                  status;
+    ngx_http_upstream_state_t  *state;
+
+    status = r->headers_out.status;
+
+    if (status >= 200 && status < 300) {
+        return 1;
     }
 
-    mmcf->ops->settle(mmcf->state, ctx->held, ctx->nheld, ctx->op.owner,
-                      commit, lcf->dedupe_ttl ? lcf->dedupe_ttl : 8 * 86400,
-                      r->connection->log);
+    if (r->upstream_states == NULL || r->upstream_states->nelts == 0) {
+        return 0;
+    }
+
+    state = r->upstream_states->elts;
+    status = state[r->upstream_states->nelts - 1].status;
+
+    return (status >= 200 && status < 300);
 }
 
 
@@ -1125,10 +1148,8 @@ ngx_http_meta_webhook_log_handler(ngx_http_request_t *r)
 
     mmcf = ngx_http_get_module_main_conf(r, ngx_http_meta_webhook_module);
 
-    /* the answer Meta got decides: a 2xx is never retried */
-
     status = r->headers_out.status;
-    commit = (status >= 200 && status < 300);
+    commit = ngx_http_meta_webhook_handed_off(r);
 
     ngx_http_meta_webhook_settle(r, ctx, commit);
 

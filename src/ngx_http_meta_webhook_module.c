@@ -216,7 +216,7 @@ ngx_http_meta_webhook_events_variable(ngx_http_request_t *r,
     size_t                        len;
     ngx_http_meta_webhook_ctx_t  *ctx;
 
-    ctx = ngx_http_get_module_ctx(r->main, ngx_http_meta_webhook_module);
+    ctx = ngx_http_meta_webhook_get_ctx(r);
 
     if (ctx == NULL || ctx->batch.root == NULL) {
         v->not_found = 1;
@@ -260,7 +260,7 @@ ngx_http_meta_webhook_result_variable(ngx_http_request_t *r,
 {
     ngx_http_meta_webhook_ctx_t  *ctx;
 
-    ctx = ngx_http_get_module_ctx(r->main, ngx_http_meta_webhook_module);
+    ctx = ngx_http_meta_webhook_get_ctx(r);
 
     if (ctx == NULL || ctx->result == NGX_MW_RESULT_NONE) {
         v->not_found = 1;
@@ -285,7 +285,7 @@ ngx_http_meta_webhook_count_variable(ngx_http_request_t *r,
     ngx_uint_t                    n;
     ngx_http_meta_webhook_ctx_t  *ctx;
 
-    ctx = ngx_http_get_module_ctx(r->main, ngx_http_meta_webhook_module);
+    ctx = ngx_http_meta_webhook_get_ctx(r);
 
     if (ctx == NULL) {
         v->not_found = 1;
@@ -466,6 +466,22 @@ ngx_http_meta_webhook_merge_loc_conf(ngx_conf_t *cf, void *parent,
                            "\"meta_webhook\" has no "
                            "\"meta_webhook_verify_token\": Meta's "
                            "verification handshake will be refused");
+    }
+
+    if (conf->claim_timeout < 1) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"meta_webhook_claim_timeout\" must be at "
+                           "least 1s, and should exceed the hand-off's "
+                           "own timeouts");
+        return NGX_CONF_ERROR;
+    }
+
+    if (conf->dead_letter_path.len == 0) {
+        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                           "\"meta_webhook\" has no "
+                           "\"meta_webhook_dead_letter_path\": signed "
+                           "deliveries that cannot be parsed will be "
+                           "logged and dropped");
     }
 
     if (conf->dedupe_ttl < 7 * 86400) {
@@ -861,8 +877,8 @@ ngx_http_meta_webhook_detectors(ngx_conf_t *cf, ngx_command_t *cmd,
 
         } else {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "unknown detector \"%V\"; "
-                               "use \"card\", \"iban\" or \"off\"",
+                               "unknown detector \"%V\"; use \"card\" "
+                               "and/or \"iban\", or \"off\" alone",
                                &value[i]);
             return NGX_CONF_ERROR;
         }

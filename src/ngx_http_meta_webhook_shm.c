@@ -1,11 +1,22 @@
 /*
  * The embedded state backend: one shared memory zone for all workers.
  *
- * Entries live in a red-black tree keyed by their 16-byte digest.  Claims
- * still in flight sit on their own queue and are never evicted; committed
- * dedupe keys and contact records sit on an LRU queue, from whose tail
- * expired entries are reaped and, when the zone is full, live ones are
- * evicted.  The tree and the queues survive "nginx -s reload".
+ * Entries live in a red-black tree keyed by their 16-byte digest, and on
+ * one of three queues:
+ *
+ *   inflight   claims of deliveries being handed off, oldest at the tail;
+ *              never evicted: each must be able to commit or release;
+ *   dedupe     committed dedupe keys, least recently used (committed or
+ *              seen again) at the tail, which is also expiry order: the
+ *              reaper stops at the first live one;
+ *   contacts   windows and opt-ins, least recently used at the tail;
+ *              their lifetimes differ (a window a day, an opt-in a year),
+ *              so the reaper looks at a few tail entries past live ones.
+ *
+ * When the zone is full, the least recently used of the two tails goes
+ * first, so that eviction is least-recently-used across both.
+ *
+ * The tree and the queues survive "nginx -s reload".
  */
 
 #include "ngx_http_meta_webhook.h"
@@ -13,6 +24,7 @@
 
 #define NGX_MW_OPTIN_RETENTION   (400 * 86400)
 #define NGX_MW_EVICT_BATCH       16
+#define NGX_MW_REAP_LOOK         8
 
 
 typedef struct {
@@ -20,6 +32,7 @@ typedef struct {
     ngx_queue_t                 queue;
     uint64_t                    owner;       /* in flight: its delivery */
     int64_t                     expires;
+    uint64_t                    used;        /* last use, for eviction */
     int64_t                     window;      /* contact: expires_at */
     int64_t                     optin_ts;
     u_char                      type;        /* mw_key_type_e */
@@ -31,9 +44,11 @@ typedef struct {
 typedef struct {
     ngx_rbtree_t                rbtree;
     ngx_rbtree_node_t           sentinel;
-    ngx_queue_t                 lru;         /* committed and contacts */
     ngx_queue_t                 inflight;    /* claims, oldest at the tail */
+    ngx_queue_t                 dedupe;      /* committed, oldest at tail */
+    ngx_queue_t                 contacts;    /* least recently used at tail */
     ngx_atomic_t                entries;
+    uint64_t                    uses;        /* orders uses within a second */
     time_t                      last_evict_log;
     ngx_mw_counters_t           counters;
 } ngx_mw_shm_sh_t;
@@ -162,33 +177,80 @@ ngx_mw_shm_delete(ngx_mw_shm_t *ctx, ngx_mw_shm_node_t *n)
 
 
 /*
- * Reaps a few expired entries from the tails of both queues: enough to
- * keep pace with arrivals, bounded so that one delivery never pays for a
- * whole zone.
+ * Reaps expired entries from the queues' tails: enough to keep pace with
+ * arrivals, bounded so that one delivery never pays for a whole zone.
  */
 
 static void
 ngx_mw_shm_expire(ngx_mw_shm_t *ctx, int64_t now)
 {
-    ngx_uint_t          i;
-    ngx_queue_t        *q, *queues[2];
-    ngx_mw_shm_node_t  *n;
+    ngx_uint_t          i, n;
+    ngx_queue_t        *q, *prev, *queues[2];
+    ngx_mw_shm_node_t  *node;
+
+    /* in-flight leases and committed keys expire in queue order */
 
     queues[0] = &ctx->sh->inflight;
-    queues[1] = &ctx->sh->lru;
+    queues[1] = &ctx->sh->dedupe;
 
     for (i = 0; i < 2; i++) {
-        while (!ngx_queue_empty(queues[i])) {
+        for (n = 0; n < NGX_MW_EVICT_BATCH && !ngx_queue_empty(queues[i]);
+             n++)
+        {
             q = ngx_queue_last(queues[i]);
-            n = ngx_queue_data(q, ngx_mw_shm_node_t, queue);
+            node = ngx_queue_data(q, ngx_mw_shm_node_t, queue);
 
-            if (n->expires > now) {
+            if (node->expires > now) {
                 break;
             }
 
-            ngx_mw_shm_delete(ctx, n);
+            ngx_mw_shm_delete(ctx, node);
         }
     }
+
+    /* contacts do not: look past a few live ones */
+
+    q = ngx_queue_last(&ctx->sh->contacts);
+
+    for (n = 0; n < NGX_MW_REAP_LOOK && q != ngx_queue_sentinel(
+                                                &ctx->sh->contacts); n++)
+    {
+        prev = ngx_queue_prev(q);
+        node = ngx_queue_data(q, ngx_mw_shm_node_t, queue);
+
+        if (node->expires <= now) {
+            ngx_mw_shm_delete(ctx, node);
+        }
+
+        q = prev;
+    }
+}
+
+
+/* The older of the two queues' least recently used entries. */
+
+static ngx_mw_shm_node_t *
+ngx_mw_shm_least_used(ngx_mw_shm_t *ctx)
+{
+    ngx_mw_shm_node_t  *d, *c;
+
+    d = ngx_queue_empty(&ctx->sh->dedupe) ? NULL
+        : ngx_queue_data(ngx_queue_last(&ctx->sh->dedupe),
+                         ngx_mw_shm_node_t, queue);
+
+    c = ngx_queue_empty(&ctx->sh->contacts) ? NULL
+        : ngx_queue_data(ngx_queue_last(&ctx->sh->contacts),
+                         ngx_mw_shm_node_t, queue);
+
+    if (d == NULL) {
+        return c;
+    }
+
+    if (c == NULL) {
+        return d;
+    }
+
+    return (c->used < d->used) ? c : d;
 }
 
 
@@ -196,7 +258,6 @@ static ngx_mw_shm_node_t *
 ngx_mw_shm_alloc(ngx_mw_shm_t *ctx, int64_t now, ngx_log_t *log)
 {
     ngx_uint_t          i;
-    ngx_queue_t        *q;
     ngx_mw_shm_node_t  *n;
 
     n = ngx_slab_alloc_locked(ctx->shpool, sizeof(ngx_mw_shm_node_t));
@@ -205,16 +266,17 @@ ngx_mw_shm_alloc(ngx_mw_shm_t *ctx, int64_t now, ngx_log_t *log)
     }
 
     /*
-     * The zone is full: evict the least recently used committed entries.
-     * Claims in flight are on their own queue and are never touched: a
-     * delivery being handed off must be able to commit or release.
+     * The zone is full: evict the least recently used committed entries,
+     * dedupe keys and contacts alike.  Claims in flight are never touched:
+     * a delivery being handed off must be able to commit or release.
      */
 
-    for (i = 0; i < NGX_MW_EVICT_BATCH && !ngx_queue_empty(&ctx->sh->lru);
-         i++)
-    {
-        q = ngx_queue_last(&ctx->sh->lru);
-        n = ngx_queue_data(q, ngx_mw_shm_node_t, queue);
+    for (i = 0; i < NGX_MW_EVICT_BATCH; i++) {
+        n = ngx_mw_shm_least_used(ctx);
+        if (n == NULL) {
+            break;
+        }
+
         ngx_mw_shm_delete(ctx, n);
     }
 
@@ -232,8 +294,9 @@ ngx_mw_shm_alloc(ngx_mw_shm_t *ctx, int64_t now, ngx_log_t *log)
         ctx->sh->last_evict_log = (time_t) now;
         ngx_log_error(NGX_LOG_WARN, log, 0,
                       "meta_webhook: state zone \"%V\" is full, evicted "
-                      "%ui least recently used entries; the dedupe horizon "
-                      "is now shorter than configured, increase the zone",
+                      "%ui live entries; the dedupe horizon or contact "
+                      "windows are now shorter than configured, increase "
+                      "the zone",
                       &ctx->name, i);
     }
 
@@ -293,9 +356,15 @@ ngx_http_meta_webhook_shm_ingest(void *state, ngx_mw_ingest_t *op)
                 c->result = NGX_MW_CLAIM_BUSY;
 
             } else {
+                /*
+                 * A retry is a use: it moves to the head with a fresh
+                 * expiry, which keeps the queue in expiry order too.
+                 */
                 c->result = NGX_MW_CLAIM_DUPLICATE;
+                n->expires = op->now + op->dedupe_ttl;
+                n->used = ++ctx->sh->uses;
                 ngx_queue_remove(&n->queue);
-                ngx_queue_insert_head(&ctx->sh->lru, &n->queue);
+                ngx_queue_insert_head(&ctx->sh->dedupe, &n->queue);
             }
 
             continue;
@@ -329,13 +398,14 @@ ngx_http_meta_webhook_shm_ingest(void *state, ngx_mw_ingest_t *op)
             }
 
             ngx_mw_shm_insert(ctx, n, co->key, MW_KEY_CONTACT,
-                              &ctx->sh->lru);
+                              &ctx->sh->contacts);
 
         } else {
             ngx_queue_remove(&n->queue);
-            ngx_queue_insert_head(&ctx->sh->lru, &n->queue);
+            ngx_queue_insert_head(&ctx->sh->contacts, &n->queue);
         }
 
+        n->used = ++ctx->sh->uses;
         n->window = mw_window_advance(n->window, co->from);
 
         /* keywords are applied in message order, even when retried late */
@@ -388,10 +458,11 @@ ngx_http_meta_webhook_shm_settle(void *state, ngx_mw_claim_t *claims,
     ngx_mw_shm_t *ctx = state;
 
     time_t              now;
-    ngx_uint_t          i;
+    ngx_uint_t          i, lapsed;
     ngx_mw_shm_node_t  *node;
 
     now = ngx_time();
+    lapsed = 0;
 
     ngx_shmtx_lock(&ctx->shpool->mutex);
 
@@ -400,14 +471,16 @@ ngx_http_meta_webhook_shm_settle(void *state, ngx_mw_claim_t *claims,
 
         /* a claim whose lease lapsed may belong to another delivery now */
         if (node == NULL || node->owner != owner) {
+            lapsed++;
             continue;
         }
 
         if (commit) {
             node->owner = 0;
             node->expires = now + ttl;
+            node->used = ++ctx->sh->uses;
             ngx_queue_remove(&node->queue);
-            ngx_queue_insert_head(&ctx->sh->lru, &node->queue);
+            ngx_queue_insert_head(&ctx->sh->dedupe, &node->queue);
 
         } else {
             ngx_mw_shm_delete(ctx, node);
@@ -415,6 +488,14 @@ ngx_http_meta_webhook_shm_settle(void *state, ngx_mw_claim_t *claims,
     }
 
     ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    if (lapsed && commit) {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "meta_webhook: %ui updates were handed off after "
+                      "their claims lapsed; a retry of them may be handed "
+                      "off again: raise \"meta_webhook_claim_timeout\" "
+                      "above the upstream's timeouts", lapsed);
+    }
 }
 
 
@@ -498,8 +579,9 @@ ngx_http_meta_webhook_shm_init(ngx_shm_zone_t *shm_zone, void *data)
 
     ngx_rbtree_init(&ctx->sh->rbtree, &ctx->sh->sentinel,
                     ngx_mw_shm_rbtree_insert_value);
-    ngx_queue_init(&ctx->sh->lru);
     ngx_queue_init(&ctx->sh->inflight);
+    ngx_queue_init(&ctx->sh->dedupe);
+    ngx_queue_init(&ctx->sh->contacts);
 
     len = sizeof(" in meta_webhook_state zone \"\"") + shm_zone->shm.name.len;
 

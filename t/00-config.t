@@ -49,7 +49,7 @@ sub check {
 
 check('minimal location', expect => 'ok',
       server_conf => loc($SECRET_LINE),
-      unlike => qr/readable by others|client_max_body_size|\[warn\]/);
+      unlike => qr/readable by others|client_max_body_size|\[emerg\]/);
 
 check('all directives', expect => 'ok',
       http_conf => 'meta_webhook_state shm zone=hooks:1m;',

@@ -171,7 +171,7 @@ is $inbox->count, $count, 'no refused delivery reached the inbox';
 # --- a 3 MB body: in a temp file (client_body_buffer_size 1k)
 
 {
-    my $text = ("Long message \x{e9}\x{e8} / 50% <x> " x 70);    # ~2.5 KB escaped
+    my $text = ("Long message \x{e9}\x{e8} / 50% <x> " x 50);    # ~2.8 KB escaped
     my @ids;
     my @m = map {
         my $id = wamid();
@@ -179,8 +179,8 @@ is $inbox->count, $count, 'no refused delivery reached the inbox';
         msg_text(id => $id, from => new_contact(), body => "$_ $text")
     } 1 .. 1000;
     my $big = delivery(messages => \@m);
-    cmp_ok length $big, '>', 2_900_000, 'the body is about 3 MB';
-    cmp_ok length $big, '<', 4 * 1024 * 1024, 'under client_max_body_size';
+    cmp_ok length $big, '>', 2_950_000, 'the body is about 3 MB';
+    cmp_ok length $big, '<', 3_100_000, 'as large as Meta sends';
     $inbox->clear;
     my $r = $ng->deliver($big, timeout => 60);
     is $r->status, 200, '3 MB body from a temp file: 200' or diag $r->summary;
@@ -326,6 +326,11 @@ is $inbox->count, $count, 'no refused delivery reached the inbox';
     like $log, qr/\[debug\]/, 'debug: the log is at debug level';
     absent_from($log, $SECRET, 'debug: the app secret is not logged');
     absent_from(lc $log, unpack('H*', $SECRET), 'debug: nor in hex');
+    TODO: {
+        local $TODO = 'at debug level nginx core logs the request line '
+                    . '("http request line", "http args") before any module';
+        absent_from($log, $TOKEN, 'debug: the verify token is not logged');
+    }
     $dbg->stop;
     $dinbox->stop;
 }

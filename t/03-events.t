@@ -17,7 +17,11 @@ my $RULES = <<'EOF';
 # operator rules: NAME  PCRE
 phishing   (?i)verify\s+your\s+account
 otp_code   \bOTP\s*[:=]\s*\d{6}\b
+
+   # an indented comment, then a rule with non-ASCII text
+password   contraseña\s+es
 EOF
+utf8::encode($RULES);
 
 my ($ng, $inbox) = setup(
     files => { rules => [$RULES, 0644] },
@@ -325,7 +329,9 @@ sub quarantined {
     my $raw = join '', map { $_->{body} } $inbox->raw_requests;
     for my $s (@{ $o{hidden} }) {
         push @SENSITIVE, $s;
-        ok index($raw, $s) < 0, "$name: '$s' not handed to the inbox";
+        my $bytes = $s;
+        utf8::encode($bytes);       # the inbox got UTF-8 bytes
+        ok index($raw, $bytes) < 0, "$name: '$s' not handed to the inbox";
         my $esc = encode($s);       # as JSON text, escaped
         ok index($raw, substr($esc, 1, -1)) < 0,
             "$name: not even JSON-escaped";
@@ -353,6 +359,10 @@ quarantined('card number, compact',
     msg_text(from => new_contact(), ts => ts(),
              body => "Number:378282246310005."),
     'card_number', hidden => ['378282246310005']);
+quarantined('card number, no-break spaces (pasted; Meta sends \u00a0)',
+    msg_text(from => new_contact(), ts => ts(),
+             body => "card 4111\x{a0}1111\x{a0}1111\x{a0}1111 thanks"),
+    'card_number', hidden => ["4111\x{a0}1111\x{a0}1111\x{a0}1111"]);
 quarantined('IBAN, grouped',
     msg_text(from => new_contact(), ts => ts(),
              body => 'Send it to GB82 WEST 1234 5698 7654 32 thanks'),
@@ -368,6 +378,28 @@ quarantined('operator rule',
 quarantined('second operator rule',
     msg_text(from => new_contact(), ts => ts(), body => 'OTP: 918273 ok'),
     'otp_code', hidden => ['918273']);
+quarantined('operator rule with non-ASCII text',
+    msg_text(from => new_contact(), ts => ts(),
+             body => "Mi contrase\x{f1}a es hunter2"),
+    'password', hidden => ['hunter2']);
+{
+    # the detectors read the decoded text: escapes do not hide a number
+    my $id = wamid();
+    my $from = new_contact();
+    my $t = ts();
+    my $raw = '{"object":"whatsapp_business_account","entry":[{"id":"'
+        . WABA_ID . '","changes":[{"value":{"messaging_product":"whatsapp",'
+        . '"metadata":{"display_phone_number":"' . DISPLAY
+        . '","phone_number_id":"' . PNID . '"},"messages":[{"from":"'
+        . $from . '","id":"' . $id . '","timestamp":"' . $t . '","type":'
+        . '"text","text":{"body":"4111\u00201111\u00201111\u00201111"}}]},'
+        . '"field":"messages"}]}]}';
+    my ($r, $ev, $req) = send_events($raw);
+    is $ev->[0]{class}, 'quarantined', 'card written with \u0020 escapes';
+    is $ev->[0]{reason}, 'card_number', 'escaped card: reason card_number';
+    ok index($req->[0] && json_encode($req->[0]), '4111') < 0,
+        'escaped card: not handed to the inbox';
+}
 quarantined('card number in an image caption',
     msg_image(from => new_contact(), ts => ts(),
               caption => 'card 4012888888881881 front'),
@@ -446,7 +478,9 @@ supported('shared contact with a long number',
     like $line, qr/"class":"quarantined"/, '/local: logged as quarantined';
     my $logs = $ng->all_logs;
     for my $s (@SENSITIVE) {
-        absent_from($logs, $s, "logs: '$s' appears nowhere");
+        my $bytes = $s;
+        utf8::encode($bytes);
+        absent_from($logs, $bytes, "logs: '$s' appears nowhere");
     }
 }
 
@@ -506,6 +540,29 @@ supported('shared contact with a long number',
     cmp_ok $exp, '<=', time + 300 + 86400 + 1, 'future timestamp: clamped';
     cmp_ok $exp, '>=', $t0 + 86400, 'future timestamp: window from now on';
     is $ev->[0]{timestamp}, $future, 'future timestamp: reported as sent';
+}
+
+# --- contacts known by a business-scoped user id
+
+{
+    my $uid = 'US.' . (13491208655302741918 + $$) . $k;
+    my $t = $NOW - 4000;
+    my $m = msg_text(user_id => $uid, ts => $t, name => 'Scoped User',
+                     body => 'hello from a user id');
+    my ($r, $ev) = send_events(delivery(messages => [$m]));
+    is $r->status, 200, 'user id contact: 200';
+    is $ev->[0]{from}, $uid, 'user id contact: from is the user id';
+    is $ev->[0]{profile_name}, 'Scoped User',
+        'user id contact: profile name from contacts[].user_id';
+    is $ev->[0]{window}{expires_at}, $t + 86400, 'user id contact: window';
+    ($r, $ev) = send_events(delivery(messages => [
+        msg_text(user_id => $uid, ts => $t - 100, body => 'older') ]));
+    is $ev->[0]{window}{expires_at}, $t + 86400,
+        'user id contact: the window is tracked per user id';
+
+    my $s = status_update(status => 'delivered', recipient_user_id => $uid);
+    ($r, $ev) = send_events(delivery(statuses => [$s]));
+    is $ev->[0]{recipient}, $uid, 'status to a user id: recipient';
 }
 
 # --- a batch: several entries and changes, messages and statuses

@@ -11,7 +11,7 @@ use MWTest::Meta;
 
 plan skip_all => "no module at $MODULE (run make)" unless -f $MODULE;
 
-my $dead_port = MWTest::free_port();      # nobody listens there
+my $dead_port = closed_port();      # connections refused
 
 my ($ng, $inbox) = setup(
     server_conf => webhook_location(path => '/down', inbox => $dead_port,

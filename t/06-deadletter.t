@@ -130,6 +130,18 @@ dead_letter('trailing garbage', delivery(messages => [ msg_text() ]) . 'x');
         'escaped context: the card number is masked';
 }
 
+# a card number written with JSON escapes between its groups
+{
+    my $body = '{"object":"whatsapp_business_account","entry":[{"id":"1",'
+             . '"changes":[{"value":{"messages":[{"text":{"body":'
+             . '"card 4111\u00201111\u00201111\u00201111 ok"}}]},'
+             . '"field":"messages"}]}';   # no ]}
+    my ($file, $kept) = dead_letter('card with escaped spaces', $body,
+                                    masked => 1);
+    unlike $kept, qr/4111.{0,6}1111.{0,6}1111.{0,6}1111/,
+        'escaped spaces: the card number is masked' or diag $kept;
+}
+
 # without meta_webhook_dead_letter_path: still 200, logged, not kept
 {
     my %before = map { $_ => 1 } dead_files();

@@ -95,7 +95,7 @@ for my $f (sort keys %want) {
     my ($rc, $out) = run();
     is $rc, 2, 'no file: usage, exit 2';
     like $out, qr/usage: mw-post/, 'no file: usage printed';
-    ($rc, $out) = run('-u', 'http://127.0.0.1:' . MWTest::free_port() . '/x',
+    ($rc, $out) = run('-u', 'http://127.0.0.1:' . closed_port() . '/x',
                       "$ROOT/samples/text.json");
     is $rc, 1, 'nobody listening: exit 1';
 }

@@ -21,17 +21,14 @@ use warnings;
 
 use Cwd ();
 use Digest::SHA ();
-use Errno ();
 use Exporter 'import';
-use Fcntl qw(:flock SEEK_SET);
 use File::Basename ();
 use File::Path ();
-use File::Spec ();
 use IO::Select;
 use IO::Socket::INET;
 use JSON::PP ();
 use POSIX ();
-use Socket qw(SOL_SOCKET SO_REUSEADDR);
+use Test::More ();
 use Time::HiRes ();
 
 use MWTest::Response;
@@ -40,7 +37,7 @@ use MWTest::Meta;
 
 our @EXPORT = qw(
     $ROOT $NGINX $MODULE $SECRET $SECRET2 $TOKEN
-    sign sig_header free_port http_request raw_request
+    sign sig_header free_port closed_port http_request raw_request
     webhook_location setup slurp spew wait_until json_decode json_encode
     nginx_t deadline absent_from in_parallel
 );
@@ -57,8 +54,9 @@ our $SECRET2 = 'mw-test-previous-secret-77a1c4e9';
 our $TOKEN   = 'mw-verify-token-5e2d8a';
 
 our $OWNER_PID = $$;
+our $DIRSEQ = 0;                # run dirs made so far
 our @LIVE;                      # objects with a ->_cleanup method
-
+our @DIRS;                      # run dirs made by this process
 
 sub _cleanup_all {
     return unless $$ == $OWNER_PID;
@@ -68,16 +66,25 @@ sub _cleanup_all {
     @LIVE = ();
 }
 
+# Everything is stopped; the run dirs (configs, logs, recorded requests)
+# are removed when the test passed, and kept for a look when it failed,
+# died, or MW_KEEP=1 is set.
 END {
     my $status = $?;
     _cleanup_all();
+    if ($$ == $OWNER_PID && $status == 0 && !$ENV{MW_KEEP}
+        && Test::More->builder->is_passing)
+    {
+        File::Path::remove_tree($_) for @DIRS;
+    }
     $? = $status;
 }
 
-for my $sig (qw(TERM INT HUP)) {
+my %SIGNUM = (HUP => 1, INT => 2, TERM => 15);
+for my $sig (keys %SIGNUM) {
     $SIG{$sig} = sub {
         _cleanup_all() if $$ == $OWNER_PID;
-        POSIX::_exit(128 + 15);
+        POSIX::_exit(128 + $SIGNUM{$sig});
     };
 }
 $SIG{PIPE} = 'IGNORE';
@@ -214,6 +221,17 @@ sub free_port {
     return $port;
 }
 
+# A port that refuses connections for as long as the test runs: bound,
+# never listening, so nobody else can take it.  Returns the port.
+my @HELD;
+sub closed_port {
+    my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
+                                  Proto => 'tcp')
+        or die "closed_port: $!";
+    push @HELD, $s;
+    return $s->sockport;
+}
+
 sub new_dir {
     my ($tag) = @_;
     my $name = File::Basename::basename($0);
@@ -226,10 +244,9 @@ sub new_dir {
         last unless -e $dir;
     }
     File::Path::make_path($dir);
+    push @DIRS, $dir;
     return $dir;
 }
-
-our $DIRSEQ = 0;
 
 
 # ---------------------------------------------------------------------

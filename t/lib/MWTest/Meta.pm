@@ -161,9 +161,12 @@ sub new_contact { sprintf '1650%03d%04d', $$ % 1000, ++$CSEQ }
 
 sub _msg {
     my ($o, $type, @typed) = @_;
+    # a contact known only by a business-scoped user id: from_user_id
+    my @who = defined $o->{user_id} ? (from_user_id => $o->{user_id})
+                                    : (from => $o->{from} // CONTACT);
     my @m = (
         _name     => exists $o->{name} ? $o->{name} : 'Alice Example',
-        from      => $o->{from} // CONTACT,
+        @who,
         id        => $o->{id} // wamid(),
         timestamp => defined $o->{ts} ? "$o->{ts}" : '' . (now_ts() - 30),
     );
@@ -317,7 +320,9 @@ sub status_update {
         id => $o{id} // wamid(),
         status => $st,
         timestamp => defined $o{ts} ? "$o{ts}" : '' . (now_ts() - 10),
-        recipient_id => $o{recipient} // CONTACT,
+        defined $o{recipient_user_id}
+            ? (recipient_user_id => $o{recipient_user_id})
+            : (recipient_id => $o{recipient} // CONTACT),
     );
     if ($o{conversation} // ($st ne 'read' && $st ne 'failed')) {
         push @s, conversation => obj(id => 'CONVERSATION_ID_1',
@@ -370,6 +375,13 @@ sub value {
         my (%seen, @c);
         for my $m (@{ $o{messages} }) {
             next unless ref $m eq 'MWTest::Meta::Obj';
+            if (defined(my $uid = $m->get('from_user_id'))) {
+                next if $seen{$uid}++;
+                my $n = $m->get('_name');
+                push @c, obj(defined $n ? (profile => obj(name => $n)) : (),
+                             user_id => $uid);
+                next;
+            }
             my $from = $m->get('from') // next;
             next if $seen{$from}++;
             push @c, [ $m->get('_name'), $from ];
