@@ -81,6 +81,26 @@ proc_ticks() {  # proc_ticks PID: CPU ticks (user+sys) of PID and its children
     echo $t
 }
 
+# CPU seconds used by this shell's waited-for children (the load
+# generator once it has exited): `times` into FILE (not in a $(...)
+# subshell, whose `times` would start from zero), then read it back
+snap_times() { times >"$1"; }
+children_cpu() {   # children_cpu FILE
+    sed -n 2p "$1" | awk '{
+        n = 0
+        for (i = 1; i <= 2; i++) {
+            split($i, a, "m"); sub("s", "", a[2]); n += a[1] * 60 + a[2]
+        }
+        printf "%.2f", n }'
+}
+
+# busy CPU seconds (user+nice+system) of the whole machine, from /proc/stat
+machine_cpu() {
+    awk -v hz="$HZ" '$1 == "cpu" { printf "%.2f", ($2 + $3 + $4) / hz }' /proc/stat
+}
+
+now_s() { date +%s.%N; }
+
 HAVE_MODULE=0
 [ -f "$MODULE" ] && HAVE_MODULE=1
 MODULE_LOAD=$MODULE
@@ -176,8 +196,10 @@ start_nginx() {
         fi
     fi
     write_nginx_conf "$1" "$WITH_STATUS" "${2:-}"
-    if ! $NGX_BIN -t -q -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf"; then
-        warn "nginx -t failed on $WORK/nginx/nginx.conf"
+    if ! $NGX_BIN -t -q -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" \
+            >"$WORK/nginx/logs/nginx-t.log" 2>&1; then
+        warn "nginx -t failed on $WORK/nginx/nginx.conf:"
+        cat "$WORK/nginx/logs/nginx-t.log" >&2
         return 1
     fi
     g="daemon off; ${3:-}"

@@ -125,6 +125,11 @@ if [ "$TOOL" = perf ]; then
     $R --children --sort symbol -g none --percent-limit 2 2>/dev/null \
         | tidy | head -50
     echo ""
+    echo "=== the module's own steps, including callees ==="
+    $R --children --sort symbol -g none --percent-limit 0.5 2>/dev/null | tidy \
+        | grep -E '\] (mw_|ngx_mw_|ngx_http_meta_webhook|json_(loadb|decref|delete|dumpb)|HMAC|EVP_|ngx_http_read_client_request_body|ngx_http_send_response|ngx_http_free_request|ngx_destroy_pool)' \
+        | head -40
+    echo ""
     echo "=== by shared object ==="
     $R --no-children --sort dso -g none 2>/dev/null | tidy | head -12
     echo ""

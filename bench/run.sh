@@ -104,18 +104,27 @@ result_field() {   # result_field LABEL FIELD: from the RESULT line of wrk-LABEL
 
 run_wrk() {     # run_wrk LABEL URL FIRST LAST MODE DURATION SERVER_PID
     f=$OUT/wrk-$1.txt
-    t0=$(proc_ticks "$7")
+    t0=$(proc_ticks "$7"); m0=$(machine_cpu); snap_times "$OUT/.times0"; w0=$(now_s)
     on_cpu "$LOAD_CPU" timeout $(($6 + 60)) wrk -t1 -c"$CONNS" -d"$6"s \
         --timeout 5s --latency -s "$BENCH/wrk/replay.lua" "$2" \
         -- "$OUT/single.txt" "$3" "$4" "$5" "$1" >"$f" 2>&1
     rc=$?
-    t1=$(proc_ticks "$7")
+    t1=$(proc_ticks "$7"); m1=$(machine_cpu); snap_times "$OUT/.times1"; w1=$(now_s)
+    c0=$(children_cpu "$OUT/.times0"); c1=$(children_cpu "$OUT/.times1")
     [ $rc = 0 ] || warn "wrk for $1 exited $rc"
-    # how busy the server was: its CPU time over the time wrk was sending
+    # how busy the server was: its CPU time over the time wrk was sending;
+    # and how much CPU the rest of the machine took meanwhile (anything
+    # but the server and wrk: other people's builds and tests), as % of
+    # one core over the whole wrk invocation
     el=$(result_field "$1" elapsed_s)
     cpu=$(awk -v t=$((t1 - t0)) -v hz="$HZ" -v el="${el:-0}" \
         'BEGIN { if (el > 0) printf "%.0f", 100 * t / hz / el; else print "?" }')
-    sed -i "s/^RESULT .*/& server_cpu_pct=$cpu/" "$f"
+    other=$(awk -v m="$m0 $m1" -v c="$c0 $c1" -v w="$w0 $w1" -v t=$((t1 - t0)) -v hz="$HZ" '
+        BEGIN { split(m, M, " "); split(c, C, " "); split(w, W, " ")
+                o = (M[2] - M[1]) - (C[2] - C[1]) - t / hz
+                if (o < 0) o = 0
+                printf "%.0f", 100 * o / (W[2] - W[1]) }')
+    sed -i "s/^RESULT .*/& server_cpu_pct=$cpu other_cpu_pct=$other/" "$f"
     cat "$f"
 }
 
@@ -208,7 +217,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0 && b > 0) printf "%.2f", a 
 
 {
     echo ""
-    printf '%-44s %10s %9s %9s %8s %8s %8s\n' target 'req/s' 'p50 us' 'p99 us' non-2xx sock-err 'srv CPU'
+    printf '%-44s %8s %8s %8s %8s %8s %8s %6s\n' target 'req/s' 'p50 us' 'p99 us' non-2xx sock-err 'srv CPU' other
     for t in A B C; do
         case $t in
             A) name="A nginx 'return 200;'" ;;
@@ -216,14 +225,14 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0 && b > 0) printf "%.2f", a 
             C) name="C Express $EXPRESS_VER (1 node process)" ;;
         esac
         if [ -f "$OUT/wrk-$t.txt" ] && [ -n "$(result_field $t rps)" ]; then
-            printf '%-44s %10s %9s %9s %8s %8s %7s%%\n' "$name" "$(result_field $t rps)" \
+            printf '%-44s %8s %8s %8s %8s %8s %7s%% %5s%%\n' "$name" "$(result_field $t rps)" \
                 "$(result_field $t p50_us)" "$(result_field $t p99_us)" \
                 "$(result_field $t non2xx)" "$(result_field $t socket_errors)" \
-                "$(result_field $t server_cpu_pct)"
+                "$(result_field $t server_cpu_pct)" "$(result_field $t other_cpu_pct)"
             [ "$(result_field $t exhausted)" = 1 ] && \
                 echo "    ($t used up its $(result_field $t loaded) unique deliveries after $(result_field $t elapsed_s) s; rate over that time)"
         else
-            printf '%-44s %10s\n' "$name" "not run"
+            printf '%-44s %8s\n' "$name" "not run"
         fi
     done
     A_RPS=$(result_field A rps); B_RPS=$(result_field B rps); C_RPS=$(result_field C rps)

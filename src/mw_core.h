@@ -84,7 +84,8 @@ int mw_contact_normalize(const char *in, size_t len,
 
 typedef enum {
     MW_KEY_DEDUPE = 'd',            /* an update's dedupe claim */
-    MW_KEY_CONTACT = 'c'            /* a contact's window and opt-in */
+    MW_KEY_CONTACT = 'c',           /* a contact's window and opt-in */
+    MW_KEY_COUNTER = 'n'            /* a conversation counter */
 } mw_key_type_e;
 
 /*

@@ -44,9 +44,12 @@ typedef struct {
 
 typedef struct {
     u_char                      key[MW_KEY_LEN];
-    int64_t                     from;          /* in: window opens from */
+    int64_t                     from;          /* in: window opens from, or
+                                                  closes at (close) */
     int64_t                     optin_ts;      /* in: when the keyword came */
     ngx_uint_t                  optin;         /* in: MW_OPTIN_* */
+    ngx_uint_t                  close;         /* in: Meta refused with
+                                                  131047: close the window */
     int64_t                     expires;       /* out: window after update */
 } ngx_mw_contact_op_t;
 
@@ -78,6 +81,30 @@ struct ngx_mw_ingest_s {
     ngx_log_t                  *log;
 };
 
+/*
+ * A send's accounting, decided and counted in one go under the state's
+ * lock (mw_send_decide), so that two workers cannot both take the last
+ * conversation of a limit.
+ */
+typedef struct {
+    u_char                      contact[MW_KEY_LEN];
+    u_char                      period[MW_KEY_LEN];
+    u_char                      day[MW_KEY_LEN];
+    int64_t                     period_end;
+    int64_t                     day_end;
+    mw_limits_t                 limits;        /* in: the limits;
+                                                  out: what was used */
+    ngx_uint_t                  is_template;
+    time_t                      now;
+
+    mw_contact_state_t          cs;            /* out: the contact found */
+    mw_send_decision_t          d;             /* out: the verdict */
+    int64_t                     counted;       /* out: the session mark it
+                                                  replaced, for rollback */
+    ngx_int_t                   rc;            /* NGX_OK, NGX_ERROR */
+    ngx_log_t                  *log;
+} ngx_mw_send_op_t;
+
 typedef struct {
     ngx_str_t                   name;
 
@@ -92,6 +119,19 @@ typedef struct {
                                         ngx_uint_t n, uint64_t owner,
                                         ngx_uint_t commit, time_t ttl,
                                         ngx_log_t *log);
+
+    /* decides a send and, when allowed, counts it */
+    ngx_int_t                 (*reserve)(void *state, ngx_mw_send_op_t *op);
+
+    /* gives back what reserve() counted: Meta refused the message */
+    void                      (*unreserve)(void *state,
+                                           ngx_mw_send_op_t *op);
+
+    /* reads a contact, and a counter's value (0 when absent) */
+    ngx_int_t                 (*contact)(void *state, u_char *key,
+                                         mw_contact_state_t *cs);
+    ngx_int_t                 (*counter)(void *state, u_char *key,
+                                         int64_t *value);
 } ngx_mw_state_ops_t;
 
 

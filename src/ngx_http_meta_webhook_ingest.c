@@ -668,6 +668,26 @@ ngx_http_meta_webhook_served(ngx_http_request_t *r,
 }
 
 
+/* Every inbound message opens or refreshes its contact's window. */
+
+static ngx_uint_t
+ngx_http_meta_webhook_opens_window(mw_update_t *u)
+{
+    return u->kind == MW_KIND_MESSAGE && u->contact[0] != '\0'
+           && u->phone_number_id && u->phone_number_id[0] != '\0';
+}
+
+
+static ngx_uint_t
+ngx_http_meta_webhook_closes_window(mw_update_t *u)
+{
+    return u->kind == MW_KIND_STATUS
+           && u->error_code == MW_GRAPH_WINDOW_CLOSED
+           && u->contact[0] != '\0'
+           && u->phone_number_id && u->phone_number_id[0] != '\0';
+}
+
+
 static ngx_int_t
 ngx_http_meta_webhook_claim(ngx_http_request_t *r,
     ngx_http_meta_webhook_ctx_t *ctx)
@@ -734,15 +754,27 @@ ngx_http_meta_webhook_claim(ngx_http_request_t *r,
          * the window as it stands.
          */
 
-        if (u->kind == MW_KIND_MESSAGE && u->contact[0] != '\0'
-            && u->phone_number_id && u->phone_number_id[0] != '\0')
-        {
+        if (ngx_http_meta_webhook_opens_window(u)) {
             co = &op->contacts[nc++];
             ngx_memcpy(co->key, u->contact_key, MW_KEY_LEN);
             co->from = u->window_from;
             co->optin = u->optin;
             co->optin_ts = u->timestamp >= 0 ? u->timestamp
                                              : (int64_t) ngx_time();
+            co->close = 0;
+            co->expires = 0;
+
+        } else if (ngx_http_meta_webhook_closes_window(u)) {
+            /*
+             * Meta is the authority on the window: its refusal of a
+             * free-form message closes the window at that moment.
+             */
+            co = &op->contacts[nc++];
+            ngx_memcpy(co->key, u->contact_key, MW_KEY_LEN);
+            co->from = u->window_from;
+            co->optin = MW_OPTIN_NONE;
+            co->optin_ts = 0;
+            co->close = 1;
             co->expires = 0;
         }
     }
@@ -878,9 +910,12 @@ ngx_http_meta_webhook_claimed(ngx_http_request_t *r,
     for (i = 0, j = 0; i < ctx->batch.nupdates && j < op->ncontacts; i++) {
         u = &ctx->batch.updates[i];
 
-        if (u->kind == MW_KIND_MESSAGE && u->contact[0] != '\0'
-            && u->phone_number_id && u->phone_number_id[0] != '\0')
-        {
+        if (ngx_http_meta_webhook_closes_window(u)) {
+            j++;
+            continue;
+        }
+
+        if (ngx_http_meta_webhook_opens_window(u)) {
             if (mw_event_set_window(u, op->contacts[j].expires) != 0) {
                 /* nothing was handed off: Meta's retry must be processed */
                 ngx_http_meta_webhook_settle(r, ctx, 0);

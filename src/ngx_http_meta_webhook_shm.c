@@ -13,8 +13,11 @@
  *              their lifetimes differ (a window a day, an opt-in a year),
  *              so the reaper looks at a few tail entries past live ones.
  *
- * When the zone is full, the least recently used of the two tails goes
- * first, so that eviction is least-recently-used across both.
+ *   tallies    conversation counts of the current periods: a handful,
+ *              never evicted (a lost count would lift a limit).
+ *
+ * When the zone is full, the least recently used of the dedupe and contact
+ * tails goes first, so that eviction is least-recently-used across both.
  *
  * The tree and the queues survive "nginx -s reload".
  */
@@ -30,11 +33,21 @@
 typedef struct {
     ngx_rbtree_node_t           node;
     ngx_queue_t                 queue;
-    uint64_t                    owner;       /* in flight: its delivery */
     int64_t                     expires;
     uint64_t                    used;        /* last use, for eviction */
-    int64_t                     window;      /* contact: expires_at */
-    int64_t                     optin_ts;
+
+    union {
+        uint64_t                owner;       /* dedupe: delivery in flight */
+        int64_t                 count;       /* counter */
+
+        struct {                             /* contact: Unix seconds */
+            uint32_t            window;      /* expires_at */
+            uint32_t            session;     /* the session began */
+            uint32_t            counted;     /* a conversation counted */
+            uint32_t            optin_ts;    /* the keyword came */
+        } c;
+    } u;
+
     u_char                      type;        /* mw_key_type_e */
     u_char                      optin;       /* MW_OPTIN_* */
     u_char                      key[MW_KEY_LEN];
@@ -47,6 +60,7 @@ typedef struct {
     ngx_queue_t                 inflight;    /* claims, oldest at the tail */
     ngx_queue_t                 dedupe;      /* committed, oldest at tail */
     ngx_queue_t                 contacts;    /* least recently used at tail */
+    ngx_queue_t                 tallies;     /* counters, never evicted */
     ngx_atomic_t                entries;
     uint64_t                    uses;        /* orders uses within a second */
     time_t                      last_evict_log;
@@ -66,6 +80,14 @@ static ngx_int_t ngx_http_meta_webhook_shm_init(ngx_shm_zone_t *shm_zone,
     void *data);
 static ngx_int_t ngx_http_meta_webhook_shm_ingest(void *state,
     ngx_mw_ingest_t *op);
+static ngx_int_t ngx_http_meta_webhook_shm_reserve(void *state,
+    ngx_mw_send_op_t *op);
+static void ngx_http_meta_webhook_shm_unreserve(void *state,
+    ngx_mw_send_op_t *op);
+static ngx_int_t ngx_http_meta_webhook_shm_contact(void *state, u_char *key,
+    mw_contact_state_t *cs);
+static ngx_int_t ngx_http_meta_webhook_shm_counter(void *state, u_char *key,
+    int64_t *value);
 static void ngx_http_meta_webhook_shm_settle(void *state,
     ngx_mw_claim_t *claims, ngx_uint_t n, uint64_t owner, ngx_uint_t commit,
     time_t ttl, ngx_log_t *log);
@@ -74,7 +96,11 @@ static void ngx_http_meta_webhook_shm_settle(void *state,
 ngx_mw_state_ops_t  ngx_http_meta_webhook_shm_ops = {
     ngx_string("shm"),
     ngx_http_meta_webhook_shm_ingest,
-    ngx_http_meta_webhook_shm_settle
+    ngx_http_meta_webhook_shm_settle,
+    ngx_http_meta_webhook_shm_reserve,
+    ngx_http_meta_webhook_shm_unreserve,
+    ngx_http_meta_webhook_shm_contact,
+    ngx_http_meta_webhook_shm_counter
 };
 
 
@@ -208,21 +234,26 @@ ngx_mw_shm_expire(ngx_mw_shm_t *ctx, int64_t now)
         }
     }
 
-    /* contacts do not: look past a few live ones */
+    /* contacts and counters do not: look past a few live ones */
 
-    q = ngx_queue_last(&ctx->sh->contacts);
+    queues[0] = &ctx->sh->contacts;
+    queues[1] = &ctx->sh->tallies;
 
-    for (n = 0; n < NGX_MW_REAP_LOOK && q != ngx_queue_sentinel(
-                                                &ctx->sh->contacts); n++)
-    {
-        prev = ngx_queue_prev(q);
-        node = ngx_queue_data(q, ngx_mw_shm_node_t, queue);
+    for (i = 0; i < 2; i++) {
+        q = ngx_queue_last(queues[i]);
 
-        if (node->expires <= now) {
-            ngx_mw_shm_delete(ctx, node);
+        for (n = 0; n < NGX_MW_REAP_LOOK
+                    && q != ngx_queue_sentinel(queues[i]); n++)
+        {
+            prev = ngx_queue_prev(q);
+            node = ngx_queue_data(q, ngx_mw_shm_node_t, queue);
+
+            if (node->expires <= now) {
+                ngx_mw_shm_delete(ctx, node);
+            }
+
+            q = prev;
         }
-
-        q = prev;
     }
 }
 
@@ -327,6 +358,70 @@ ngx_mw_shm_insert(ngx_mw_shm_t *ctx, ngx_mw_shm_node_t *n, const u_char *key,
 }
 
 
+/*
+ * A contact is kept while its window is open, a day past it so that the
+ * session's counted conversation is remembered, and long after an opt-in.
+ */
+
+static void
+ngx_mw_shm_contact_expiry(ngx_mw_shm_node_t *n, int64_t now)
+{
+    int64_t  expires;
+
+    expires = (int64_t) n->u.c.window + 86400;
+
+    if (n->optin && now + NGX_MW_OPTIN_RETENTION > expires) {
+        expires = now + NGX_MW_OPTIN_RETENTION;
+    }
+
+    n->expires = expires;
+}
+
+
+static int64_t
+ngx_mw_shm_clamp(int64_t t)
+{
+    /* contact times are kept in 32 bits: enough until 2106 */
+    return t < 0 ? 0 : (t > (int64_t) UINT32_MAX ? (int64_t) UINT32_MAX : t);
+}
+
+
+static void
+ngx_mw_shm_contact_update(ngx_mw_shm_node_t *n, ngx_mw_contact_op_t *co,
+    int64_t now)
+{
+    int64_t  window, session;
+
+    window = n->u.c.window;
+    session = n->u.c.session;
+
+    if (co->close) {
+        /*
+         * Meta refused a free-form message: the window it measured has
+         * closed, unless the contact wrote again after that refusal.
+         */
+        if (session <= co->from && window > co->from) {
+            window = co->from;
+        }
+
+    } else {
+        mw_session_advance(&window, &session, co->from);
+    }
+
+    n->u.c.window = (uint32_t) ngx_mw_shm_clamp(window);
+    n->u.c.session = (uint32_t) ngx_mw_shm_clamp(session);
+
+    /* keywords are applied in message order, even when retried late */
+    if (co->optin != MW_OPTIN_NONE && co->optin_ts >= n->u.c.optin_ts) {
+        n->optin = (u_char) co->optin;
+        n->u.c.optin_ts = (uint32_t) ngx_mw_shm_clamp(co->optin_ts);
+    }
+
+    ngx_mw_shm_contact_expiry(n, now);
+    co->expires = n->u.c.window;
+}
+
+
 static ngx_int_t
 ngx_http_meta_webhook_shm_ingest(void *state, ngx_mw_ingest_t *op)
 {
@@ -352,7 +447,7 @@ ngx_http_meta_webhook_shm_ingest(void *state, ngx_mw_ingest_t *op)
         }
 
         if (n != NULL) {
-            if (n->owner) {
+            if (n->u.owner) {
                 c->result = NGX_MW_CLAIM_BUSY;
 
             } else {
@@ -375,7 +470,7 @@ ngx_http_meta_webhook_shm_ingest(void *state, ngx_mw_ingest_t *op)
             goto full;
         }
 
-        n->owner = op->owner;
+        n->u.owner = op->owner;
         n->expires = op->now + op->claim_timeout;
         ngx_mw_shm_insert(ctx, n, c->key, MW_KEY_DEDUPE, &ctx->sh->inflight);
 
@@ -406,16 +501,8 @@ ngx_http_meta_webhook_shm_ingest(void *state, ngx_mw_ingest_t *op)
         }
 
         n->used = ++ctx->sh->uses;
-        n->window = mw_window_advance(n->window, co->from);
 
-        /* keywords are applied in message order, even when retried late */
-        if (co->optin != MW_OPTIN_NONE && co->optin_ts >= n->optin_ts) {
-            n->optin = (u_char) co->optin;
-            n->optin_ts = co->optin_ts;
-        }
-
-        n->expires = n->optin ? op->now + NGX_MW_OPTIN_RETENTION : n->window;
-        co->expires = n->window;
+        ngx_mw_shm_contact_update(n, co, op->now);
     }
 
     ngx_shmtx_unlock(&ctx->shpool->mutex);
@@ -436,7 +523,7 @@ full:
 
         n = ngx_mw_shm_lookup(ctx, c->key);
 
-        if (n != NULL && n->owner == op->owner) {
+        if (n != NULL && n->u.owner == op->owner) {
             ngx_mw_shm_delete(ctx, n);
         }
 
@@ -470,13 +557,13 @@ ngx_http_meta_webhook_shm_settle(void *state, ngx_mw_claim_t *claims,
         node = ngx_mw_shm_lookup(ctx, claims[i].key);
 
         /* a claim whose lease lapsed may belong to another delivery now */
-        if (node == NULL || node->owner != owner) {
+        if (node == NULL || node->u.owner != owner) {
             lapsed++;
             continue;
         }
 
         if (commit) {
-            node->owner = 0;
+            node->u.owner = 0;
             node->expires = now + ttl;
             node->used = ++ctx->sh->uses;
             ngx_queue_remove(&node->queue);
@@ -496,6 +583,204 @@ ngx_http_meta_webhook_shm_settle(void *state, ngx_mw_claim_t *claims,
                       "off again: raise \"meta_webhook_claim_timeout\" "
                       "above the upstream's timeouts", lapsed);
     }
+}
+
+
+static void
+ngx_mw_shm_read_contact(ngx_mw_shm_node_t *n, mw_contact_state_t *cs)
+{
+    if (n == NULL) {
+        ngx_memzero(cs, sizeof(mw_contact_state_t));
+        return;
+    }
+
+    cs->window = n->u.c.window;
+    cs->session = n->u.c.session;
+    cs->counted = n->u.c.counted;
+    cs->optin = n->optin;
+}
+
+
+/* A live counter, made when absent; NULL when the zone is full. */
+
+static ngx_mw_shm_node_t *
+ngx_mw_shm_counter(ngx_mw_shm_t *ctx, u_char *key, int64_t end, int64_t now,
+    ngx_log_t *log)
+{
+    ngx_mw_shm_node_t  *n;
+
+    n = ngx_mw_shm_lookup(ctx, key);
+
+    if (n != NULL && n->expires > now) {
+        return n;
+    }
+
+    if (n != NULL) {
+        ngx_mw_shm_delete(ctx, n);
+    }
+
+    n = ngx_mw_shm_alloc(ctx, now, log);
+    if (n == NULL) {
+        return NULL;
+    }
+
+    /* kept a day past its period, for the status page */
+    n->expires = end + 86400;
+    ngx_mw_shm_insert(ctx, n, key, MW_KEY_COUNTER, &ctx->sh->tallies);
+
+    return n;
+}
+
+
+static ngx_int_t
+ngx_http_meta_webhook_shm_reserve(void *state, ngx_mw_send_op_t *op)
+{
+    ngx_mw_shm_t *ctx = state;
+
+    ngx_mw_shm_node_t  *c, *period, *day;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    ngx_mw_shm_expire(ctx, op->now);
+
+    c = ngx_mw_shm_lookup(ctx, op->contact);
+
+    if (c != NULL && c->expires <= op->now) {
+        ngx_mw_shm_delete(ctx, c);
+        c = NULL;
+    }
+
+    period = ngx_mw_shm_counter(ctx, op->period, op->period_end, op->now,
+                                op->log);
+    day = ngx_mw_shm_counter(ctx, op->day, op->day_end, op->now, op->log);
+
+    if (period == NULL || day == NULL) {
+        goto failed;
+    }
+
+    ngx_mw_shm_read_contact(c, &op->cs);
+
+    op->limits.used = period->u.count;
+    op->limits.daily_used = day->u.count;
+
+    mw_send_decide(&op->cs, &op->limits, (int) op->is_template,
+                   (int64_t) op->now, &op->d);
+
+    op->counted = op->cs.counted;
+
+    if (op->d.verdict != MW_SEND_ALLOW) {
+        goto done;
+    }
+
+    if (op->d.session) {
+        /* only an open window gets here: its contact exists */
+        if (c == NULL) {
+            goto failed;
+        }
+
+        c->u.c.counted = (uint32_t) ngx_mw_shm_clamp(op->now);
+        c->used = ++ctx->sh->uses;
+        ngx_queue_remove(&c->queue);
+        ngx_queue_insert_head(&ctx->sh->contacts, &c->queue);
+    }
+
+    if (op->d.conversation) {
+        period->u.count++;
+    }
+
+    if (op->d.business_initiated) {
+        day->u.count++;
+    }
+
+done:
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    op->rc = NGX_OK;
+    return NGX_OK;
+
+failed:
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    op->rc = NGX_ERROR;
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_meta_webhook_shm_unreserve(void *state, ngx_mw_send_op_t *op)
+{
+    ngx_mw_shm_t *ctx = state;
+
+    ngx_mw_shm_node_t  *n;
+
+    if (op->d.verdict != MW_SEND_ALLOW) {
+        return;
+    }
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    if (op->d.conversation) {
+        n = ngx_mw_shm_lookup(ctx, op->period);
+        if (n != NULL && n->u.count > 0) {
+            n->u.count--;
+        }
+    }
+
+    if (op->d.business_initiated) {
+        n = ngx_mw_shm_lookup(ctx, op->day);
+        if (n != NULL && n->u.count > 0) {
+            n->u.count--;
+        }
+    }
+
+    if (op->d.session) {
+        /* unless a later send of the same session counted it since */
+        n = ngx_mw_shm_lookup(ctx, op->contact);
+        if (n != NULL && n->u.c.counted == (uint32_t) op->now) {
+            n->u.c.counted = (uint32_t) ngx_mw_shm_clamp(op->counted);
+        }
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+}
+
+
+static ngx_int_t
+ngx_http_meta_webhook_shm_contact(void *state, u_char *key,
+    mw_contact_state_t *cs)
+{
+    ngx_mw_shm_t *ctx = state;
+
+    ngx_mw_shm_node_t  *n;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    n = ngx_mw_shm_lookup(ctx, key);
+    ngx_mw_shm_read_contact(n, cs);
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_meta_webhook_shm_counter(void *state, u_char *key, int64_t *value)
+{
+    ngx_mw_shm_t *ctx = state;
+
+    ngx_mw_shm_node_t  *n;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    n = ngx_mw_shm_lookup(ctx, key);
+    *value = (n != NULL && n->expires > ngx_time()) ? n->u.count : 0;
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    return NGX_OK;
 }
 
 
@@ -582,6 +867,7 @@ ngx_http_meta_webhook_shm_init(ngx_shm_zone_t *shm_zone, void *data)
     ngx_queue_init(&ctx->sh->inflight);
     ngx_queue_init(&ctx->sh->dedupe);
     ngx_queue_init(&ctx->sh->contacts);
+    ngx_queue_init(&ctx->sh->tallies);
 
     len = sizeof(" in meta_webhook_state zone \"\"") + shm_zone->shm.name.len;
 

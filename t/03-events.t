@@ -331,7 +331,8 @@ sub quarantined {
         push @SENSITIVE, $s;
         my $bytes = $s;
         utf8::encode($bytes);       # the inbox got UTF-8 bytes
-        ok index($raw, $bytes) < 0, "$name: '$s' not handed to the inbox";
+        (my $shown = $s) =~ s/([^\x20-\x7e])/sprintf '\\x{%x}', ord $1/ge;
+        ok index($raw, $bytes) < 0, "$name: '$shown' not handed to the inbox";
         my $esc = encode($s);       # as JSON text, escaped
         ok index($raw, substr($esc, 1, -1)) < 0,
             "$name: not even JSON-escaped";
@@ -480,7 +481,8 @@ supported('shared contact with a long number',
     for my $s (@SENSITIVE) {
         my $bytes = $s;
         utf8::encode($bytes);
-        absent_from($logs, $bytes, "logs: '$s' appears nowhere");
+        (my $shown = $s) =~ s/([^\x20-\x7e])/sprintf '\\x{%x}', ord $1/ge;
+        absent_from($logs, $bytes, "logs: '$shown' appears nowhere");
     }
 }
 

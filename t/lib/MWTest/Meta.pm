@@ -135,7 +135,7 @@ sub plain {
     return { map { $_ => plain($v->{$_}) } keys %$v } if $r eq 'HASH';
     return $v;
 }
-*MWTest::Meta::Obj::plain = \&plain;
+{ no warnings "once"; *MWTest::Meta::Obj::plain = \&plain; }
 
 # --- ids and times
 
