@@ -70,7 +70,9 @@ $(OBJS)/Makefile: config $(NGINX_SRC)/src/core/nginx.h
 
 $(MODULE): $(OBJS)/Makefile $(CORE_SRCS) $(CORE_HDRS) $(NGX_SRCS)
 	$(MAKE) -C $(OBJS) -f objs/Makefile modules
-	cp $(OBJS)/objs/ngx_http_meta_webhook_module.so $@
+	@# a new file, renamed into place: a running nginx keeps its mapping
+	cp $(OBJS)/objs/ngx_http_meta_webhook_module.so $@.tmp
+	mv -f $@.tmp $@
 
 $(BUILD)/t/%: t/unit/%.c $(CORE_SRCS) $(CORE_HDRS) t/unit/tap.h
 	@mkdir -p $(BUILD)/t

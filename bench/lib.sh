@@ -94,9 +94,10 @@ children_cpu() {   # children_cpu FILE
         printf "%.2f", n }'
 }
 
-# busy CPU seconds (user+nice+system) of the whole machine, from /proc/stat
+# busy CPU seconds of the whole machine (user+nice+system, plus steal:
+# time the hypervisor gave to other guests), from /proc/stat
 machine_cpu() {
-    awk -v hz="$HZ" '$1 == "cpu" { printf "%.2f", ($2 + $3 + $4) / hz }' /proc/stat
+    awk -v hz="$HZ" '$1 == "cpu" { printf "%.2f", ($2 + $3 + $4 + $9) / hz }' /proc/stat
 }
 
 now_s() { date +%s.%N; }

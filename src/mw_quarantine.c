@@ -6,7 +6,12 @@
  * arbitrary bytes: on a decoded message text, and on a raw JSON body kept
  * as a dead letter, where the text around a number may be a JSON escape
  * ("\n4111...", "\u00e9DE89...").  An escape is therefore read as the
- * character it stands for when deciding whether a number stands alone.
+ * character it stands for when deciding whether a number stands alone,
+ * and when it is a separator between the groups of a number: Meta writes
+ * the no-break spaces that banking apps put in numbers as "\u00a0", and
+ * another producer may escape even a space or a dash.  Digits and letters
+ * are read only as themselves: Meta never escapes them, and an escaped
+ * digit is read as one glued to the number, never as a part of it.
  *
  * Every scan is one forward pass with a bounded look-ahead at each
  * candidate start: linear time, no allocation.
@@ -29,6 +34,10 @@
 #define MW_PREV_BOUNDARY     0      /* start, space, punctuation, ... */
 #define MW_PREV_ALNUM        1      /* glued to a word or a longer number */
 #define MW_PREV_PLUS         2      /* "+": a phone number, not a card */
+
+/* what joins the groups of a number */
+#define MW_SEP_SPACE         1      /* ' ', U+00A0, U+2007, U+202F */
+#define MW_SEP_DASH          2      /* '-' */
 
 
 typedef struct {
@@ -68,8 +77,14 @@ static int mw_is_digit(unsigned char c);
 static int mw_is_alpha(unsigned char c);
 static int mw_is_alnum(unsigned char c);
 static int mw_hex(unsigned char c);
+static int mw_uescape(const unsigned char *t, size_t len, size_t i,
+    unsigned *v);
 static size_t mw_escape(const unsigned char *t, size_t len, size_t i,
     int *cls);
+static size_t mw_sep(const unsigned char *t, size_t len, size_t j,
+    int *kind);
+static size_t mw_sep_digit(const unsigned char *t, size_t len, size_t j,
+    int *kind);
 static int mw_class(unsigned char c);
 static int mw_glued_after(const unsigned char *t, size_t len, size_t j);
 static int mw_card_issuer(const unsigned char *d, size_t n);
@@ -328,6 +343,32 @@ mw_class(unsigned char c)
 }
 
 
+/* 1 and the code unit in *v when t[i] ('\\') starts "\uXXXX", else 0 */
+
+static int
+mw_uescape(const unsigned char *t, size_t len, size_t i, unsigned *v)
+{
+    int  k, h;
+
+    if (i + 5 >= len || t[i + 1] != 'u') {
+        return 0;
+    }
+
+    *v = 0;
+
+    for (k = 2; k < 6; k++) {
+        h = mw_hex(t[i + k]);
+        if (h < 0) {
+            return 0;
+        }
+
+        *v = *v << 4 | (unsigned) h;
+    }
+
+    return 1;
+}
+
+
 /*
  * A JSON escape at t[i] ('\\'): returns its length and the class of the
  * character it stands for, or 0 when t[i] starts no escape.  Read left to
@@ -338,7 +379,6 @@ mw_class(unsigned char c)
 static size_t
 mw_escape(const unsigned char *t, size_t len, size_t i, int *cls)
 {
-    int       k, h;
     unsigned  v;
 
     if (i + 1 >= len) {
@@ -353,19 +393,8 @@ mw_escape(const unsigned char *t, size_t len, size_t i, int *cls)
         return 2;
 
     case 'u':
-        if (i + 5 >= len) {
+        if (!mw_uescape(t, len, i, &v)) {
             return 0;
-        }
-
-        v = 0;
-
-        for (k = 2; k < 6; k++) {
-            h = mw_hex(t[i + k]);
-            if (h < 0) {
-                return 0;
-            }
-
-            v = v << 4 | (unsigned) h;
         }
 
         /* non-ASCII letters do not glue: only ASCII counts as a word */
@@ -375,6 +404,105 @@ mw_escape(const unsigned char *t, size_t len, size_t i, int *cls)
     default:
         return 0;
     }
+}
+
+
+/*
+ * A separator that may join two groups of a number, at t[j]: returns its
+ * length in bytes and sets *kind, or returns 0.  A space is ' ' or one of
+ * the spaces that keep a number on one line, U+00A0 NO-BREAK SPACE,
+ * U+2007 FIGURE SPACE and U+202F NARROW NO-BREAK SPACE, which banking
+ * apps and word processors put between groups and which survive a paste.
+ * Each is read in UTF-8 or as a JSON escape, in either case of hex digits;
+ * a dash is '-' or "\u002d".
+ *
+ * All spaces are one kind: they differ only in width, and a number
+ * pasted from an app and then edited by hand ("4111<NBSP>1111 1111...")
+ * mixes them without meaning anything else; telling them apart would
+ * also let anyone slip a number past the detectors by mixing them.  A
+ * space and a dash remain different kinds: "2026-11-22 10:30" is two
+ * things, not one.
+ *
+ * Callers read only whole separators at a byte that follows a digit or a
+ * letter, so an escape read here is never the tail of another escape.
+ */
+
+static size_t
+mw_sep(const unsigned char *t, size_t len, size_t j, int *kind)
+{
+    unsigned  v;
+
+    if (j >= len) {
+        return 0;
+    }
+
+    switch (t[j]) {
+
+    case ' ':
+        *kind = MW_SEP_SPACE;
+        return 1;
+
+    case '-':
+        *kind = MW_SEP_DASH;
+        return 1;
+
+    case 0xc2:
+        /* U+00A0 */
+        if (j + 1 < len && t[j + 1] == 0xa0) {
+            *kind = MW_SEP_SPACE;
+            return 2;
+        }
+
+        return 0;
+
+    case 0xe2:
+        /* U+2007, U+202F */
+        if (j + 2 < len && t[j + 1] == 0x80
+            && (t[j + 2] == 0x87 || t[j + 2] == 0xaf))
+        {
+            *kind = MW_SEP_SPACE;
+            return 3;
+        }
+
+        return 0;
+
+    case '\\':
+        if (!mw_uescape(t, len, j, &v)) {
+            return 0;
+        }
+
+        if (v == 0x20 || v == 0xa0 || v == 0x2007 || v == 0x202f) {
+            *kind = MW_SEP_SPACE;
+            return 6;
+        }
+
+        if (v == 0x2d) {
+            *kind = MW_SEP_DASH;
+            return 6;
+        }
+
+        return 0;
+
+    default:
+        return 0;
+    }
+}
+
+
+/* a separator at t[j] followed by a digit: its length, or 0 */
+
+static size_t
+mw_sep_digit(const unsigned char *t, size_t len, size_t j, int *kind)
+{
+    size_t  n;
+
+    n = mw_sep(t, len, j, kind);
+
+    if (n == 0 || j + n >= len || !mw_is_digit(t[j + n])) {
+        return 0;
+    }
+
+    return n;
 }
 
 
@@ -494,20 +622,21 @@ mw_card_issuer(const unsigned char *d, size_t n)
 
 /*
  * The longest card number that starts at the group beginning at t[p]:
- * whole groups of digits joined by one separator (all ' ' or all '-'),
- * 13 to 19 digits, written compact or grouped as issuers print them: a
- * first group of 4, then groups of 3 to 6 digits, the last one possibly
- * shorter (4-4-4-1, 4-4-4-4-3); so that a list of phone numbers ("650 555
- * 1234 650 555 9876") does not read as one.  Not followed by a letter or
- * digit, issuer prefix and Luhn valid.  Returns its end
- * (exclusive), or 0.  Reads at most 19 digits and 18 separators.
+ * whole groups of digits joined by single separators of one kind (all
+ * spaces or all dashes, see mw_sep()), 13 to 19 digits, written compact
+ * or grouped as issuers print them: a first group of 4, then groups of 3
+ * to 6 digits, the last one possibly shorter (4-4-4-1, 4-4-4-4-3); so
+ * that a list of phone numbers ("650 555 1234 650 555 9876") does not
+ * read as one.  Not followed by a letter or digit, issuer prefix and Luhn
+ * valid.  Returns its end (exclusive), or 0.  Reads at most 19 digits and
+ * 18 separators of at most 6 bytes each.
  */
 
 static size_t
 mw_card_at(const unsigned char *t, size_t len, size_t p)
 {
-    size_t         j, n, g, best;
-    unsigned char  sep;
+    int            sep, kind;
+    size_t         j, n, g, s, best;
     unsigned char  d[MW_CARD_MAX];
 
     j = p;
@@ -542,34 +671,37 @@ mw_card_at(const unsigned char *t, size_t len, size_t p)
         }
 
         /* another group follows only after a group of a plausible size */
-        if (j + 1 >= len
-            || (t[j] != ' ' && t[j] != '-')
-            || !mw_is_digit(t[j + 1])
-            || (sep && t[j] != sep)
+        s = mw_sep_digit(t, len, j, &kind);
+
+        if (s == 0
+            || (sep && kind != sep)
             || g < MW_CARD_GROUP_MIN || g > MW_CARD_GROUP_MAX
             || (!sep && g != MW_CARD_GROUP_FIRST))
         {
             return best;
         }
 
-        sep = t[j++];
+        sep = kind;
+        j += s;
     }
 }
 
 
 /*
- * A token starts at the digit t[i]: digit groups joined by single spaces
- * or dashes.  Every group start is tried as a card start, so "Order
- * 12345 4111 1111 1111 1111" still yields the card.  Masks what it finds
- * when w is not NULL; otherwise stops at the first find.  Returns the end
- * of what it consumed.
+ * A token starts at the digit t[i]: digit groups joined by single
+ * separators of any kind (mw_sep()).  Every group start is tried as a
+ * card start, so "Order 12345 4111 1111 1111 1111" still yields the card.
+ * Masks what it finds, separators and their escapes included, when w is
+ * not NULL; otherwise stops at the first find.  Returns the end of what
+ * it consumed.
  */
 
 static size_t
 mw_card_token(const unsigned char *t, size_t len, size_t i,
     unsigned char *w, size_t *count)
 {
-    size_t  end;
+    int     kind;
+    size_t  end, s;
 
     for ( ;; ) {
         end = mw_card_at(t, len, i);
@@ -590,10 +722,10 @@ mw_card_token(const unsigned char *t, size_t len, size_t i,
             }
         }
 
-        if (i + 1 < len && (t[i] == ' ' || t[i] == '-')
-            && mw_is_digit(t[i + 1]))
-        {
-            i++;
+        s = mw_sep_digit(t, len, i, &kind);
+
+        if (s) {
+            i += s;
             continue;
         }
 
@@ -605,8 +737,8 @@ mw_card_token(const unsigned char *t, size_t len, size_t i,
 static size_t
 mw_card_find(const unsigned char *t, size_t len, unsigned char *w)
 {
-    int     prev, cls;
-    size_t  i, e, count;
+    int     prev, cls, kind;
+    size_t  i, e, s, count;
 
     i = 0;
     count = 0;
@@ -641,12 +773,17 @@ mw_card_find(const unsigned char *t, size_t len, unsigned char *w)
              * Glued to a word ("DE89 3704 ...", "id123...") or after "+"
              * (a phone number): the whole token is skipped.
              */
-            while (i < len
-                   && (mw_is_digit(t[i])
-                       || ((t[i] == ' ' || t[i] == '-') && i + 1 < len
-                           && mw_is_digit(t[i + 1]))))
-            {
-                i++;
+            for ( ;; ) {
+                while (i < len && mw_is_digit(t[i])) {
+                    i++;
+                }
+
+                s = mw_sep_digit(t, len, i, &kind);
+                if (s == 0) {
+                    break;
+                }
+
+                i += s;
             }
         }
 
@@ -702,7 +839,8 @@ mw_mod97_add(unsigned rem, unsigned char c)
 
 /*
  * An IBAN starting at the letter t[i]: country code, check digits and the
- * BBAN, compact or in groups of four joined by single spaces, exactly as
+ * BBAN, compact or in groups of four joined by single spaces of any kind
+ * (mw_sep(); never dashes, which no one writes in an IBAN), exactly as
  * long as the country's IBANs, not followed by a letter or digit,
  * mod 97 == 1.  Returns its end (exclusive), or 0.
  */
@@ -710,9 +848,9 @@ mw_mod97_add(unsigned rem, unsigned char c)
 static size_t
 mw_iban_at(const unsigned char *t, size_t len, size_t i)
 {
-    size_t    j, k, n, check;
+    int       grouped, kind;
+    size_t    j, k, n, s, check;
     unsigned  rem;
-    int       grouped;
 
     if (i + 4 >= len
         || !mw_is_alpha(t[i]) || !mw_is_alpha(t[i + 1])
@@ -731,18 +869,19 @@ mw_iban_at(const unsigned char *t, size_t len, size_t i)
         return 0;
     }
 
-    grouped = t[i + 4] == ' ';
+    grouped = mw_sep(t, len, i + 4, &kind) && kind == MW_SEP_SPACE;
     rem = 0;
     j = i + 4;
 
     for (k = 4; k < n; k++) {
 
         if (grouped && k % 4 == 0) {
-            if (j >= len || t[j] != ' ') {
+            s = mw_sep(t, len, j, &kind);
+            if (s == 0 || kind != MW_SEP_SPACE) {
                 return 0;
             }
 
-            j++;
+            j += s;
         }
 
         if (j >= len || !mw_is_alnum(t[j])) {

@@ -576,6 +576,11 @@ mw_send_decide(const mw_contact_state_t *cs, const mw_limits_t *lim,
          * A user-initiated session: every business message in it, a
          * template too, belongs to one conversation, counted at the
          * first.  Once counted, nothing more is, and no limit refuses.
+         *
+         * The caller marks the session counted with a time not before
+         * the session's start: max(now, cs->session).  now alone is not
+         * enough, as a session may start up to MW_FUTURE_SKEW ahead of
+         * the local clock, and every reply until then would count again.
          */
         if (cs->counted >= cs->session) {
             return;

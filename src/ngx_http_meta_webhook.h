@@ -21,6 +21,8 @@
 #define NGX_MW_MAX_NUMBERS         25   /* Meta's limit per account */
 #define NGX_MW_MIN_BODY_SIZE       (4 * 1024 * 1024)
 #define NGX_MW_MAX_CHALLENGE       128
+#define NGX_MW_ERROR_CODES         16
+#define NGX_MW_DAILY_CAP           50   /* unverified businesses, per day */
 
 /* [A-Za-z0-9_.-]: handshake challenges and rule names */
 #define ngx_mw_is_token_char(c)                                               \
@@ -161,6 +163,25 @@ typedef struct {
     ngx_atomic_t                statuses;
     ngx_atomic_t                optins;
     ngx_atomic_t                optouts;
+
+    ngx_atomic_t                sends;
+    ngx_atomic_t                sends_accepted;
+    ngx_atomic_t                refused_invalid;
+    ngx_atomic_t                refused_forbidden;
+    ngx_atomic_t                refused_window;
+    ngx_atomic_t                refused_limit;
+    ngx_atomic_t                refused_daily;
+    ngx_atomic_t                refused_optin;
+    ngx_atomic_t                refused_state;
+    ngx_atomic_t                graph_timeouts;
+    ngx_atomic_t                graph_failures;
+    ngx_atomic_t                conversations_rolled_back;
+
+    /* Meta's error codes as they come: a small open table */
+    struct {
+        ngx_atomic_t            code;
+        ngx_atomic_t            count;
+    }                           graph_errors[NGX_MW_ERROR_CODES];
 } ngx_mw_counters_t;
 
 
@@ -203,6 +224,23 @@ typedef struct {
 
     time_t                      claim_timeout;
     time_t                      dedupe_ttl;
+
+    /* the send path */
+    ngx_flag_t                  send;
+    ngx_str_t                   graph_url;
+    ngx_str_t                   token_file;
+    ngx_str_t                   auth_header;   /* "Authorization: Bearer" */
+    ngx_int_t                   conversation_limit;
+    ngx_int_t                   anchor_day;
+    ngx_flag_t                  business_verified;
+    ngx_flag_t                  require_optin;
+    ngx_int_t                   tz_offset;     /* seconds east of UTC */
+    ngx_msec_t                  graph_timeout;
+    ngx_msec_t                  graph_connect_timeout;
+#if (NGX_THREADS)
+    ngx_thread_pool_t          *thread_pool;
+#endif
+    ngx_str_t                   thread_pool_name;
 } ngx_http_meta_webhook_loc_conf_t;
 
 
@@ -251,6 +289,17 @@ ngx_http_meta_webhook_ctx_t *ngx_http_meta_webhook_get_ctx(
 ngx_int_t ngx_http_meta_webhook_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_meta_webhook_content_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_meta_webhook_log_handler(ngx_http_request_t *r);
+
+ngx_int_t ngx_http_meta_webhook_read_body(ngx_http_request_t *r,
+    ngx_str_t *body);
+ngx_uint_t ngx_http_meta_webhook_serves(ngx_http_meta_webhook_loc_conf_t *lcf,
+    const u_char *id, size_t len);
+
+/* ngx_http_meta_webhook_send.c */
+ngx_int_t ngx_http_meta_webhook_send_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_meta_webhook_status_handler(ngx_http_request_t *r);
+void ngx_http_meta_webhook_periods(ngx_http_meta_webhook_loc_conf_t *lcf,
+    time_t now, ngx_mw_send_op_t *op);
 
 /* ngx_http_meta_webhook_shm.c */
 char *ngx_http_meta_webhook_shm_zone(ngx_conf_t *cf,

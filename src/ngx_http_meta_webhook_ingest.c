@@ -33,8 +33,6 @@ static ngx_int_t ngx_http_meta_webhook_handshake(ngx_http_request_t *r,
 static ngx_int_t ngx_http_meta_webhook_signature(ngx_http_request_t *r,
     ngx_http_meta_webhook_ctx_t *ctx);
 static void ngx_http_meta_webhook_body_handler(ngx_http_request_t *r);
-static ngx_int_t ngx_http_meta_webhook_read_body(ngx_http_request_t *r,
-    ngx_str_t *body);
 static ngx_int_t ngx_http_meta_webhook_ingest(ngx_http_request_t *r,
     ngx_http_meta_webhook_ctx_t *ctx);
 static ngx_int_t ngx_http_meta_webhook_served(ngx_http_request_t *r,
@@ -451,7 +449,7 @@ ngx_http_meta_webhook_body_handler(ngx_http_request_t *r)
  * exact bytes, whether nginx kept them in memory or in a temporary file.
  */
 
-static ngx_int_t
+ngx_int_t
 ngx_http_meta_webhook_read_body(ngx_http_request_t *r, ngx_str_t *body)
 {
     u_char       *p;
@@ -608,18 +606,14 @@ static ngx_int_t
 ngx_http_meta_webhook_served(ngx_http_request_t *r,
     ngx_http_meta_webhook_loc_conf_t *lcf, ngx_http_meta_webhook_ctx_t *ctx)
 {
-    size_t             len;
-    ngx_str_t         *num;
-    ngx_uint_t         i, j, k;
-    const char        *id;
-    mw_update_t       *u;
-    ngx_mw_account_t  *acc;
+    size_t        len, j;
+    ngx_uint_t    i;
+    const char   *id;
+    mw_update_t  *u;
 
     if (lcf->accounts == NULL) {
         return NGX_OK;
     }
-
-    acc = lcf->accounts->elts;
 
     for (i = 0; i < ctx->batch.nupdates; i++) {
         u = &ctx->batch.updates[i];
@@ -631,16 +625,8 @@ ngx_http_meta_webhook_served(ngx_http_request_t *r,
 
         len = ngx_strlen(id);
 
-        for (j = 0; j < lcf->accounts->nelts; j++) {
-            num = acc[j].numbers.elts;
-
-            for (k = 0; k < acc[j].numbers.nelts; k++) {
-                if (num[k].len == len
-                    && ngx_strncmp(num[k].data, id, len) == 0)
-                {
-                    goto next;
-                }
-            }
+        if (ngx_http_meta_webhook_serves(lcf, (const u_char *) id, len)) {
+            continue;
         }
 
         /* the id comes from the payload: log it only if it is a number */
@@ -658,13 +644,40 @@ ngx_http_meta_webhook_served(ngx_http_request_t *r,
                       (j == len && len <= 32) ? id : "(not a number)");
 
         return NGX_HTTP_FORBIDDEN;
-
-    next:
-
-        continue;
     }
 
     return NGX_OK;
+}
+
+
+/* Whether a phone_number_id is listed; every one is when none are. */
+
+ngx_uint_t
+ngx_http_meta_webhook_serves(ngx_http_meta_webhook_loc_conf_t *lcf,
+    const u_char *id, size_t len)
+{
+    ngx_str_t         *num;
+    ngx_uint_t         j, k;
+    ngx_mw_account_t  *acc;
+
+    if (lcf->accounts == NULL) {
+        return 1;
+    }
+
+    acc = lcf->accounts->elts;
+
+    for (j = 0; j < lcf->accounts->nelts; j++) {
+        num = acc[j].numbers.elts;
+
+        for (k = 0; k < acc[j].numbers.nelts; k++) {
+            if (num[k].len == len && ngx_strncmp(num[k].data, id, len) == 0)
+            {
+                return 1;
+            }
+        }
+    }
+
+    return 0;
 }
 
 

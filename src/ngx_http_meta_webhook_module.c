@@ -5,6 +5,8 @@
 
 #include "ngx_http_meta_webhook.h"
 
+#include <curl/curl.h>
+
 
 #define NGX_MW_DEFAULT_ZONE        "meta_webhook"
 #define NGX_MW_DEFAULT_ZONE_SIZE   (10 * 1024 * 1024)
@@ -26,12 +28,27 @@ static char *ngx_http_meta_webhook(ngx_conf_t *cf, ngx_command_t *cmd,
 static char *ngx_http_meta_webhook_secret_file(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static void ngx_http_meta_webhook_free_key(void *data);
+static void ngx_http_meta_webhook_wipe(void *data);
 static char *ngx_http_meta_webhook_dead_letter_path(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_http_meta_webhook_account(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_http_meta_webhook_detectors(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
+
+static char *ngx_http_meta_webhook_send(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_meta_webhook_status(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_meta_webhook_conversation_limit(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static char *ngx_http_meta_webhook_timezone(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static char *ngx_http_meta_webhook_merge_send(ngx_conf_t *cf,
+    ngx_http_meta_webhook_loc_conf_t *prev,
+    ngx_http_meta_webhook_loc_conf_t *conf);
+static ngx_int_t ngx_http_meta_webhook_init_module(ngx_cycle_t *cycle);
+static void ngx_http_meta_webhook_exit_master(ngx_cycle_t *cycle);
 
 static ngx_int_t ngx_http_meta_webhook_events_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
@@ -120,6 +137,83 @@ static ngx_command_t  ngx_http_meta_webhook_commands[] = {
       offsetof(ngx_http_meta_webhook_loc_conf_t, dedupe_ttl),
       NULL },
 
+    { ngx_string("meta_webhook_send"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_meta_webhook_send,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("meta_webhook_graph_url"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_meta_webhook_loc_conf_t, graph_url),
+      NULL },
+
+    { ngx_string("meta_webhook_access_token_file"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_meta_webhook_secret_file,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_meta_webhook_loc_conf_t, token_file),
+      NULL },
+
+    { ngx_string("meta_webhook_conversation_limit"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
+      ngx_http_meta_webhook_conversation_limit,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("meta_webhook_business_verified"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_meta_webhook_loc_conf_t, business_verified),
+      NULL },
+
+    { ngx_string("meta_webhook_require_optin"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_meta_webhook_loc_conf_t, require_optin),
+      NULL },
+
+    { ngx_string("meta_webhook_timezone"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_meta_webhook_timezone,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("meta_webhook_graph_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_meta_webhook_loc_conf_t, graph_timeout),
+      NULL },
+
+    { ngx_string("meta_webhook_graph_connect_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_meta_webhook_loc_conf_t, graph_connect_timeout),
+      NULL },
+
+    { ngx_string("meta_webhook_thread_pool"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_meta_webhook_loc_conf_t, thread_pool_name),
+      NULL },
+
+    { ngx_string("meta_webhook_status"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_meta_webhook_status,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
       ngx_null_command
 };
 
@@ -145,12 +239,12 @@ ngx_module_t  ngx_http_meta_webhook_module = {
     ngx_http_meta_webhook_commands,        /* module directives */
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
-    NULL,                                  /* init module */
+    ngx_http_meta_webhook_init_module,     /* init module */
     NULL,                                  /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
     NULL,                                  /* exit process */
-    NULL,                                  /* exit master */
+    ngx_http_meta_webhook_exit_master,     /* exit master */
     NGX_MODULE_V1_PADDING
 };
 
@@ -382,6 +476,15 @@ ngx_http_meta_webhook_create_loc_conf(ngx_conf_t *cf)
     lcf->claim_timeout = NGX_CONF_UNSET;
     lcf->dedupe_ttl = NGX_CONF_UNSET;
 
+    lcf->send = NGX_CONF_UNSET;
+    lcf->conversation_limit = NGX_CONF_UNSET;
+    lcf->anchor_day = NGX_CONF_UNSET;
+    lcf->business_verified = NGX_CONF_UNSET;
+    lcf->require_optin = NGX_CONF_UNSET;
+    lcf->tz_offset = NGX_CONF_UNSET;
+    lcf->graph_timeout = NGX_CONF_UNSET_MSEC;
+    lcf->graph_connect_timeout = NGX_CONF_UNSET_MSEC;
+
     return lcf;
 }
 
@@ -442,6 +545,10 @@ ngx_http_meta_webhook_merge_loc_conf(ngx_conf_t *cf, void *parent,
             conf->rules = (prev->rules == NGX_CONF_UNSET_PTR) ? NULL
                                                               : prev->rules;
         }
+    }
+
+    if (ngx_http_meta_webhook_merge_send(cf, prev, conf) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
     }
 
     conf->qconf.detectors = conf->detectors;
@@ -621,6 +728,7 @@ ngx_http_meta_webhook_secret_file(ngx_conf_t *cf, ngx_command_t *cmd,
     ssize_t           n;
     ngx_fd_t          fd;
     ngx_str_t        *value, *field;
+    ngx_uint_t            token;
     ngx_file_info_t       fi;
     mw_hmac_key_t       **key;
     ngx_pool_cleanup_t   *cln;
@@ -634,6 +742,9 @@ ngx_http_meta_webhook_secret_file(ngx_conf_t *cf, ngx_command_t *cmd,
     key = (cmd->offset == offsetof(ngx_http_meta_webhook_loc_conf_t,
                                    secret_file))
           ? &lcf->keys[0] : &lcf->keys[1];
+
+    token = (cmd->offset == offsetof(ngx_http_meta_webhook_loc_conf_t,
+                                     token_file));
 
     value = cf->args->elts;
     *field = value[1];
@@ -699,6 +810,42 @@ ngx_http_meta_webhook_secret_file(ngx_conf_t *cf, ngx_command_t *cmd,
         return NGX_CONF_ERROR;
     }
 
+    if (token) {
+        /* the header libcurl sends; wiped when the configuration goes */
+
+        lcf->auth_header.len = sizeof("Authorization: Bearer ") - 1 + len;
+        lcf->auth_header.data = ngx_pnalloc(cf->pool,
+                                            lcf->auth_header.len + 1);
+        if (lcf->auth_header.data == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        (void) ngx_sprintf(lcf->auth_header.data,
+                           "Authorization: Bearer %*s%Z", len, buf);
+        ngx_explicit_memzero(buf, n);
+
+        for (n = 0; n < (ssize_t) len; n++) {
+            if (lcf->auth_header.data[sizeof("Authorization: Bearer ") - 1
+                                      + n] < 0x21)
+            {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "token file \"%V\" holds spaces or "
+                                   "control characters", field);
+                return NGX_CONF_ERROR;
+            }
+        }
+
+        cln = ngx_pool_cleanup_add(cf->pool, 0);
+        if (cln == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        cln->handler = ngx_http_meta_webhook_wipe;
+        cln->data = &lcf->auth_header;
+
+        return NGX_CONF_OK;
+    }
+
     *key = mw_hmac_key_new(buf, len);
 
     ngx_explicit_memzero(buf, n);
@@ -726,6 +873,15 @@ static void
 ngx_http_meta_webhook_free_key(void *data)
 {
     mw_hmac_key_free(data);
+}
+
+
+static void
+ngx_http_meta_webhook_wipe(void *data)
+{
+    ngx_str_t *s = data;
+
+    ngx_explicit_memzero(s->data, s->len);
 }
 
 
@@ -917,4 +1073,259 @@ ngx_http_meta_webhook_init(ngx_conf_t *cf)
     *h = ngx_http_meta_webhook_log_handler;
 
     return NGX_OK;
+}
+
+
+static char *
+ngx_http_meta_webhook_send(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_meta_webhook_loc_conf_t *lcf = conf;
+
+    ngx_http_core_loc_conf_t           *clcf;
+    ngx_http_meta_webhook_main_conf_t  *mmcf;
+
+    if (lcf->send != NGX_CONF_UNSET) {
+        return "is duplicate";
+    }
+
+#if !(NGX_THREADS)
+    return "requires nginx built with threads (--with-threads)";
+#else
+
+    lcf->send = 1;
+
+    mmcf = ngx_http_conf_get_module_main_conf(cf,
+                                              ngx_http_meta_webhook_module);
+    mmcf->used = 1;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_http_meta_webhook_send_handler;
+
+    return NGX_CONF_OK;
+#endif
+}
+
+
+static char *
+ngx_http_meta_webhook_status(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_core_loc_conf_t           *clcf;
+    ngx_http_meta_webhook_main_conf_t  *mmcf;
+
+    mmcf = ngx_http_conf_get_module_main_conf(cf,
+                                              ngx_http_meta_webhook_module);
+    mmcf->used = 1;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_http_meta_webhook_status_handler;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_meta_webhook_conversation_limit(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_meta_webhook_loc_conf_t *lcf = conf;
+
+    ngx_int_t   n;
+    ngx_str_t  *value, s;
+
+    if (lcf->conversation_limit != NGX_CONF_UNSET) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    n = ngx_atoi(value[1].data, value[1].len);
+    if (n == NGX_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid conversation limit \"%V\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    lcf->conversation_limit = n;
+    lcf->anchor_day = 1;
+
+    if (cf->args->nelts == 3) {
+        if (ngx_strncmp(value[2].data, "anchor_day=", 11) != 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid parameter \"%V\"", &value[2]);
+            return NGX_CONF_ERROR;
+        }
+
+        s.data = value[2].data + 11;
+        s.len = value[2].len - 11;
+
+        n = ngx_atoi(s.data, s.len);
+        if (n < 1 || n > 31) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "anchor_day must be a day of the month, 1 to "
+                               "31 (a day past a month's end means its last "
+                               "day)");
+            return NGX_CONF_ERROR;
+        }
+
+        lcf->anchor_day = n;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* "UTC", or a fixed offset "+HH:MM" / "-HH:MM": no daylight saving. */
+
+static char *
+ngx_http_meta_webhook_timezone(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_meta_webhook_loc_conf_t *lcf = conf;
+
+    u_char     *p;
+    ngx_int_t   h, m;
+    ngx_str_t  *value;
+
+    if (lcf->tz_offset != NGX_CONF_UNSET) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+    p = value[1].data;
+
+    if (value[1].len == 3 && ngx_strncasecmp(p, (u_char *) "UTC", 3) == 0) {
+        lcf->tz_offset = 0;
+        return NGX_CONF_OK;
+    }
+
+    if (value[1].len != 6 || (p[0] != '+' && p[0] != '-') || p[3] != ':') {
+        goto invalid;
+    }
+
+    h = ngx_atoi(p + 1, 2);
+    m = ngx_atoi(p + 4, 2);
+
+    if (h == NGX_ERROR || m == NGX_ERROR || h > 14 || m > 59) {
+        goto invalid;
+    }
+
+    lcf->tz_offset = (h * 3600 + m * 60) * (p[0] == '-' ? -1 : 1);
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid time zone \"%V\": \"UTC\" or an offset "
+                       "such as \"+02:00\" expected", &value[1]);
+    return NGX_CONF_ERROR;
+}
+
+
+static char *
+ngx_http_meta_webhook_merge_send(ngx_conf_t *cf,
+    ngx_http_meta_webhook_loc_conf_t *prev,
+    ngx_http_meta_webhook_loc_conf_t *conf)
+{
+    if (conf->send == NGX_CONF_UNSET) {
+        conf->send = 0;
+    }
+
+    ngx_conf_merge_str_value(conf->graph_url, prev->graph_url,
+                             "https://graph.facebook.com/v23.0");
+    ngx_conf_merge_str_value(conf->thread_pool_name, prev->thread_pool_name,
+                             "default");
+
+    if (conf->token_file.len == 0) {
+        conf->token_file = prev->token_file;
+        conf->auth_header = prev->auth_header;
+    }
+
+    if (conf->conversation_limit == NGX_CONF_UNSET) {
+        conf->conversation_limit = prev->conversation_limit;
+        conf->anchor_day = prev->anchor_day;
+    }
+
+    if (conf->conversation_limit == NGX_CONF_UNSET) {
+        conf->conversation_limit = 0;
+        conf->anchor_day = 1;
+    }
+
+    ngx_conf_merge_value(conf->business_verified, prev->business_verified,
+                         0);
+    ngx_conf_merge_value(conf->require_optin, prev->require_optin, 0);
+    ngx_conf_merge_value(conf->tz_offset, prev->tz_offset, 0);
+    ngx_conf_merge_msec_value(conf->graph_timeout, prev->graph_timeout,
+                              10000);
+    ngx_conf_merge_msec_value(conf->graph_connect_timeout,
+                              prev->graph_connect_timeout, 3000);
+
+    while (conf->graph_url.len
+           && conf->graph_url.data[conf->graph_url.len - 1] == '/')
+    {
+        conf->graph_url.len--;
+    }
+
+    if (!conf->send) {
+        return NGX_CONF_OK;
+    }
+
+    if (conf->auth_header.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"meta_webhook_send\" requires "
+                           "\"meta_webhook_access_token_file\"");
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_strncmp(conf->graph_url.data, "https://", 8) != 0
+        && ngx_strncmp(conf->graph_url.data, "http://", 7) != 0)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"meta_webhook_graph_url\" must be an http or "
+                           "https URL");
+        return NGX_CONF_ERROR;
+    }
+
+    if (conf->graph_timeout >= 20000) {
+        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                           "\"meta_webhook_graph_timeout\" of 20s or more "
+                           "outlasts Meta's own patience");
+    }
+
+#if (NGX_THREADS)
+    conf->thread_pool = ngx_thread_pool_add(cf, &conf->thread_pool_name);
+    if (conf->thread_pool == NULL) {
+        return NGX_CONF_ERROR;
+    }
+#endif
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_meta_webhook_init_module(ngx_cycle_t *cycle)
+{
+    static ngx_uint_t  initialized;
+
+    /* once, before the workers and their threads exist */
+
+    if (!initialized) {
+        if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+            ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                          "meta_webhook: curl_global_init() failed");
+            return NGX_ERROR;
+        }
+
+        initialized = 1;
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_meta_webhook_exit_master(ngx_cycle_t *cycle)
+{
+    curl_global_cleanup();
 }

@@ -14,6 +14,15 @@
 #include "tap.h"
 
 
+/*
+ * The spaces that keep a number on one line, in UTF-8; written as macros
+ * so that a digit after one is not read into its "\x" escape.
+ */
+#define NBSP     "\xc2\xa0"           /* U+00A0 NO-BREAK SPACE */
+#define FIGSP    "\xe2\x80\x87"       /* U+2007 FIGURE SPACE */
+#define NNBSP    "\xe2\x80\xaf"       /* U+202F NARROW NO-BREAK SPACE */
+
+
 typedef struct {
     const char  *text;
     const char  *want;          /* NULL: nothing fires */
@@ -91,6 +100,48 @@ static const scan_case_t  positives[] = {
 
     /* both: the card detector is asked first */
     { "DE89370400440532013000 or 4111111111111111", MW_REASON_CARD },
+
+    /* cards grouped with the spaces banking apps use */
+    { "4111" NBSP "1111" NBSP "1111" NBSP "1111", MW_REASON_CARD },
+    { "card 4111" NBSP "1111" NBSP "1111" NBSP "1111 thanks",
+      MW_REASON_CARD },
+    { "4111" FIGSP "1111" FIGSP "1111" FIGSP "1111", MW_REASON_CARD },
+    { "5555" NNBSP "5555" NNBSP "5555" NNBSP "4444", MW_REASON_CARD },
+    { "3782" NBSP "822463" NBSP "10005", MW_REASON_CARD },     /* 4-6-5 */
+    { "3056" NNBSP "930902" NNBSP "5904", MW_REASON_CARD },    /* 4-6-4 */
+    { "4222" NBSP "2222" NBSP "2222" NBSP "2", MW_REASON_CARD },
+    { "4000" NBSP "0566" NBSP "5566" NBSP "5556" NBSP "0", MW_REASON_CARD },
+    { "card:" NBSP "4111111111111111" NBSP "ok", MW_REASON_CARD },
+    { "4111" NBSP "1111" NBSP "1111" NBSP "1111\xc2", MW_REASON_CARD },
+    { "Order" NBSP "12345" NBSP "4111" NBSP "1111" NBSP "1111" NBSP "1111",
+      MW_REASON_CARD },
+
+    /* all spaces are one kind: a pasted number edited by hand */
+    { "4111 1111" NBSP "1111" NNBSP "1111", MW_REASON_CARD },
+    { "4111" FIGSP "1111 1111 1111", MW_REASON_CARD },
+
+    /* separators written as JSON escapes, any case of hex digits */
+    { "4111\\u00201111\\u00201111\\u00201111", MW_REASON_CARD },
+    { "4111\\u00a01111\\u00A01111\\u00a01111", MW_REASON_CARD },
+    { "4111\\u002d1111\\u002D1111\\u002d1111", MW_REASON_CARD },
+    { "4111\\u20071111\\u20071111\\u20071111", MW_REASON_CARD },
+    { "4111\\u202f1111\\u202F1111\\u202f1111", MW_REASON_CARD },
+    { "3782\\u0020822463\\u002010005", MW_REASON_CARD },
+    { "4111\\u0020" "1111 1111" NBSP "1111", MW_REASON_CARD },
+    { "4111-1111\\u002d1111-1111", MW_REASON_CARD },    /* both dashes */
+    { "\\u00a04111111111111111\\u00a0", MW_REASON_CARD },
+
+    /* IBANs grouped with the same spaces */
+    { "DE89" NBSP "3704" NBSP "0044" NBSP "0532" NBSP "0130" NBSP "00",
+      MW_REASON_IBAN },
+    { "GB82" NNBSP "WEST" NNBSP "1234" NNBSP "5698" NNBSP "7654" NNBSP "32",
+      MW_REASON_IBAN },
+    { "BE68" FIGSP "5390 0754" NBSP "7034", MW_REASON_IBAN },
+    { "DE89\\u00a03704\\u00A00044\\u00a00532\\u00a00130\\u00a000",
+      MW_REASON_IBAN },
+    { "GB82\\u0020WEST\\u00201234\\u00205698\\u00207654\\u002032",
+      MW_REASON_IBAN },
+    { "BE68\\u202f5390\\u20070754 7034", MW_REASON_IBAN },
 };
 
 
@@ -157,6 +208,63 @@ static const scan_case_t  negatives[] = {
     { "DE89370400440532013000X", NULL },
     { "XX89370400440532013000", NULL },                 /* no country */
     { "de89-3704-0044-0532-0130-00", NULL },
+
+    /* numbers grouped with no-break spaces that are not cards */
+    { "call 650" NBSP "555" NBSP "1234 or 650" NBSP "555" NBSP "9876",
+      NULL },
+    { "call 650" NNBSP "555" NNBSP "1234" NNBSP "650" NNBSP "555" NNBSP
+      "9876", NULL },
+    { "+44" NBSP "20" NBSP "7946" NBSP "0958", NULL },
+    { "+4111" NBSP "1111" NBSP "1111" NBSP "1111", NULL },  /* phone-like */
+    { "EUR" NBSP "1" NBSP "234" NBSP "567,89", NULL },
+    { "4111" NBSP "1111" NBSP "1111" NBSP "1112", NULL },   /* not Luhn */
+    { "4111" NBSP "1111-1111" NBSP "1111", NULL },          /* mixed */
+    { "4111-1111" NNBSP "1111-1111", NULL },
+    { "4111" NBSP NBSP "1111" NBSP NBSP "1111" NBSP NBSP "1111", NULL },
+    { "4111 " NBSP "1111 " NBSP "1111 " NBSP "1111", NULL },
+    { "41" NBSP "11" NBSP "11" NBSP "11" NBSP "11" NBSP "11" NBSP "11"
+      NBSP "11", NULL },
+    { "x4111" NBSP "1111" NBSP "1111" NBSP "1111", NULL },  /* glued */
+    { "4111" NBSP "1111" NBSP "1111" NBSP "1111x", NULL },
+
+    /* other spaces and broken UTF-8 are not separators */
+    { "4111\xe2\x80\x89" "1111\xe2\x80\x89" "1111\xe2\x80\x89" "1111",
+      NULL },                                           /* U+2009 */
+    { "4111\xe3\x80\x80" "1111\xe3\x80\x80" "1111\xe3\x80\x80" "1111",
+      NULL },                                           /* U+3000 */
+    { "4111\xa0" "1111\xa0" "1111\xa0" "1111", NULL },   /* no lead byte */
+    { "4111\xc2" "1111\xc2" "1111\xc2" "1111", NULL },   /* no trail byte */
+    { "4111\xe2\x80" "1111\xe2\x80" "1111\xe2\x80" "1111", NULL },
+
+    /* JSON escapes that are no separators, or between no card groups */
+    { "650\\u0020555\\u00201234 or 650\\u0020555\\u00209876", NULL },
+    { "+44\\u002020\\u00207946\\u00200958", NULL },
+    { "2026\\u002d11\\u002d22\\u002010:30", NULL },
+    { "4111\\u00201111\\u00201111\\u00201112", NULL },    /* not Luhn */
+    { "4111\\u00201111\\u002d1111\\u00201111", NULL },    /* mixed */
+    { "4111 1111\\u002d1111 1111", NULL },
+    { "4111\\u0020\\u00201111\\u0020\\u00201111\\u0020\\u00201111",
+      NULL },
+    { "4111\\u00211111\\u00211111\\u00211111", NULL },    /* '!' */
+    { "4111\\u2009" "1111\\u2009" "1111\\u2009" "1111", NULL },
+    { "4111\\u002" "01111\\u002" "01111", NULL },           /* short */
+    { "4111\\u00g01111\\u00g01111\\u00g01111", NULL },    /* not hex */
+    { "4111\\\\u00201111\\\\u00201111\\\\u00201111", NULL },
+                                                    /* escaped backslash */
+    { "4111\\u00201111\\u00201111\\u00201111\\u0041", NULL },
+                                                    /* then 'A': glued */
+
+    /* an escaped digit is read as glued, never as a part of the number */
+    { "\\u0034111 1111 1111 1111", NULL },
+    { "4111 1111 1111 111\\u0031", NULL },
+
+    /* IBANs with a separator that no IBAN is written with */
+    { "DE89\\u002d3704\\u002d0044\\u002d0532\\u002d0130\\u002d00",
+      NULL },
+    { "DE89" NBSP NBSP "3704 0044 0532 0130 00", NULL },
+    { "DE89" NBSP "37040044" NBSP "0532013000", NULL },
+    { "DE89" NBSP "3704" NBSP "0044" NBSP "0532" NBSP "0130" NBSP "01",
+      NULL },
 };
 
 
@@ -176,6 +284,7 @@ static void test_checks(void);
 static void test_conf(void);
 static void test_nul(void);
 static void test_redact(void);
+static void test_redact_separators(void);
 static void test_rules(void);
 static void test_large(void);
 static int redact_is(const mw_quarantine_conf_t *conf, const char *in,
@@ -190,6 +299,7 @@ main(void)
     test_conf();
     test_nul();
     test_redact();
+    test_redact_separators();
     test_rules();
     test_large();
 
@@ -418,6 +528,88 @@ test_redact(void)
                  "DE89 3704 0044 0532 0130 01 4111111111111112",
                  "DE89 3704 0044 0532 0130 01 4111111111111112", 0),
        "invalid IBAN and card untouched");
+}
+
+
+/* separators other than ' ' and '-': no-break spaces, JSON escapes */
+
+static void
+test_redact_separators(void)
+{
+    mw_quarantine_conf_t  conf;
+
+    memset(&conf, 0, sizeof(conf));
+    conf.detectors = MW_DETECT_ALL;
+
+    /* the body of t/06-deadletter.t: the escapes are masked whole */
+    ok(redact_is(&conf,
+                 "{\"body\":\"card 4111\\u00201111\\u00201111\\u00201111"
+                 " ok\"}",
+                 "{\"body\":\"card ##################################"
+                 " ok\"}", 1),
+       "card with \\u0020 escapes masked, escapes and all");
+
+    ok(redact_is(&conf,
+                 "{\"body\":\"4111\\u00A01111\\u20071111\\u202F1111\"}",
+                 "{\"body\":\"##################################\"}", 1),
+       "\\u00A0 \\u2007 \\u202F, upper case hex, one kind");
+
+    ok(redact_is(&conf,
+                 "{\"body\":\"4111\\u002d1111\\u002D1111-1111\"}",
+                 "{\"body\":\"#############################\"}", 1),
+       "\\u002d and '-' are one kind");
+
+    ok(redact_is(&conf,
+                 "card 4111" NBSP "1111" NBSP "1111" NBSP "1111.",
+                 "card ######################.", 1),
+       "no-break spaces in UTF-8 masked, both bytes");
+
+    ok(redact_is(&conf,
+                 "3782" FIGSP "822463" NNBSP "10005" NBSP "end",
+                 "#####################" NBSP "end", 1),
+       "figure and narrow no-break spaces masked, all three bytes");
+
+    ok(redact_is(&conf,
+                 "\\u00a04111\\u00a01111\\u00a01111\\u00a01111\\u00a0end",
+                 "\\u00a0##################################\\u00a0end", 1),
+       "escapes around the number are kept");
+
+    ok(redact_is(&conf,
+                 "Order 12345\\u00204111\\u00201111\\u00201111\\u00201111",
+                 "Order 12345\\u0020##################################", 1),
+       "only the card part of a run joined by escapes");
+
+    ok(redact_is(&conf,
+                 "DE89\\u00a03704\\u00a00044\\u00a00532\\u00a00130\\u00a000",
+                 "####################################################", 1),
+       "IBAN with \\u00a0 escapes masked whole");
+
+    ok(redact_is(&conf,
+                 "iban GB82" NNBSP "WEST" NNBSP "1234" NNBSP "5698" NNBSP
+                 "7654" NNBSP "32, thanks",
+                 "iban #####################################, thanks", 1),
+       "IBAN with narrow no-break spaces masked");
+
+    ok(redact_is(&conf,
+                 "DE89370400440532013000\\u002d4111111111111111",
+                 "######################\\u002d################", 2),
+       "a card joined to an IBAN by an escaped dash is masked too");
+
+    ok(redact_is(&conf,
+                 "650\\u0020555\\u00201234 +44\\u002020\\u00207946\\u00200958"
+                 " +44" NBSP "20" NBSP "7946" NBSP "0958 4111\\\\u00201111"
+                 "\\\\u00201111\\\\u00201111",
+                 "650\\u0020555\\u00201234 +44\\u002020\\u00207946\\u00200958"
+                 " +44" NBSP "20" NBSP "7946" NBSP "0958 4111\\\\u00201111"
+                 "\\\\u00201111\\\\u00201111", 0),
+       "phone numbers and an escaped backslash untouched");
+
+    ok(redact_is(&conf,
+                 "4111\\u00201111\\u002d1111\\u00201111 "
+                 "4111" NBSP "1111" NBSP "1111" NBSP "1112",
+                 "4111\\u00201111\\u002d1111\\u00201111 "
+                 "4111" NBSP "1111" NBSP "1111" NBSP "1112", 0),
+       "mixed kinds and a bad Luhn untouched");
 }
 
 
