@@ -62,7 +62,11 @@ int mw_sig_verify(mw_hmac_key_t *const *keys, size_t nkeys,
 /* ---------------------------------------------------------------------- */
 /* mw_contact.c: contact identity                                          */
 
-#define MW_CONTACT_MAX       64     /* including the terminating NUL */
+/*
+ * Including the terminating NUL.  Business-scoped user ids are a country
+ * code, a dot and up to 128 characters.
+ */
+#define MW_CONTACT_MAX       160
 
 /*
  * Normalizes a contact: a phone number in any common writing ("+1 650-555-
@@ -85,7 +89,8 @@ int mw_contact_normalize(const char *in, size_t len,
 typedef enum {
     MW_KEY_DEDUPE = 'd',            /* an update's dedupe claim */
     MW_KEY_CONTACT = 'c',           /* a contact's window and opt-in */
-    MW_KEY_COUNTER = 'n'            /* a conversation counter */
+    MW_KEY_COUNTER = 'n',           /* a conversation counter */
+    MW_KEY_SENT = 's'               /* a message sent through the path */
 } mw_key_type_e;
 
 /*
@@ -102,6 +107,9 @@ void mw_key_message(unsigned char out[MW_KEY_LEN], const char *id,
     size_t len);
 void mw_key_status(unsigned char out[MW_KEY_LEN], const char *id,
     size_t idlen, const char *status, size_t slen);
+
+/* A message sent through the send path, by Meta's id for it. */
+void mw_key_sent(unsigned char out[MW_KEY_LEN], const char *id, size_t len);
 
 /* A contact's state, per business number: Meta keeps windows per pair. */
 void mw_key_contact(unsigned char out[MW_KEY_LEN],

@@ -65,6 +65,16 @@ mw_key_message(unsigned char out[MW_KEY_LEN], const char *id, size_t len)
 
 
 void
+mw_key_sent(unsigned char out[MW_KEY_LEN], const char *id, size_t len)
+{
+    const char  *parts[1] = { id };
+    size_t       lens[1] = { len };
+
+    mw_key_make(out, MW_KEY_SENT, parts, lens, 1);
+}
+
+
+void
 mw_key_status(unsigned char out[MW_KEY_LEN], const char *id, size_t idlen,
     const char *status, size_t slen)
 {

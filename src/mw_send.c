@@ -114,9 +114,8 @@ mw_send_parse(mw_send_req_t *req, const char *buf, size_t len,
     }
 
     /*
-     * Meta requires messaging_product; clients written against older
-     * versions of the API omit it, and nothing here depends on it, so
-     * only a wrong value is refused.
+     * Meta requires messaging_product and answers its absence itself;
+     * nothing here depends on it, so only a wrong value is refused.
      */
     v = json_object_get(root, "messaging_product");
 

@@ -52,6 +52,8 @@ typedef struct {
     ngx_uint_t                  optin;         /* in: MW_OPTIN_* */
     ngx_uint_t                  close;         /* in: Meta refused with
                                                   131047: close the window */
+    u_char                      sent[MW_KEY_LEN];  /* in, close: the
+                                                  refused message's key */
     int64_t                     expires;       /* out: window after update */
 } ngx_mw_contact_op_t;
 
@@ -103,6 +105,7 @@ typedef struct {
     mw_send_decision_t          d;             /* out: the verdict */
     int64_t                     counted;       /* out: the session mark it
                                                   replaced, for rollback */
+    int64_t                     mark;          /* out: the mark it set */
     ngx_int_t                   rc;            /* NGX_OK, NGX_ERROR */
     ngx_log_t                  *log;
 } ngx_mw_send_op_t;
@@ -134,6 +137,11 @@ typedef struct {
                                          mw_contact_state_t *cs);
     ngx_int_t                 (*counter)(void *state, u_char *key,
                                          int64_t *value);
+
+    /* remembers which contact a sent message went to, for its statuses */
+    void                      (*sent)(void *state, u_char *sent,
+                                      u_char *contact, time_t ttl,
+                                      ngx_log_t *log);
 } ngx_mw_state_ops_t;
 
 

@@ -706,6 +706,7 @@ ngx_http_meta_webhook_claim(ngx_http_request_t *r,
     ngx_http_meta_webhook_ctx_t *ctx)
 {
     ngx_int_t                           rc;
+    json_t                             *id;
     ngx_uint_t                          i, n, nc, nk;
     mw_update_t                        *u;
     ngx_mw_ingest_t                    *op;
@@ -789,6 +790,11 @@ ngx_http_meta_webhook_claim(ngx_http_request_t *r,
             co->optin_ts = 0;
             co->close = 1;
             co->expires = 0;
+
+            id = json_object_get(u->event, "id");
+            mw_key_sent(co->sent, json_string_value(id) ? json_string_value(id)
+                                                         : "",
+                        json_string_length(id));
         }
     }
 

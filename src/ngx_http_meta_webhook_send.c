@@ -80,6 +80,8 @@ static ngx_int_t ngx_http_meta_webhook_refuse(ngx_http_request_t *r,
     ngx_uint_t status, int code, const char *message, const char *details);
 static ngx_int_t ngx_http_meta_webhook_json(ngx_http_request_t *r,
     ngx_uint_t status, u_char *data, size_t len);
+static void ngx_http_meta_webhook_record_sent(
+    ngx_http_meta_webhook_main_conf_t *mmcf, ngx_mw_send_task_t *t);
 static void ngx_http_meta_webhook_count_graph_error(
     ngx_http_meta_webhook_main_conf_t *mmcf, ngx_mw_send_task_t *t);
 
@@ -725,6 +727,7 @@ ngx_http_meta_webhook_send_finish(ngx_http_request_t *r,
 
     if (ok) {
         ngx_mw_count(mmcf, sends_accepted, 1);
+        ngx_http_meta_webhook_record_sent(mmcf, t);
 
     } else {
         ngx_http_meta_webhook_count_graph_error(mmcf, t);
@@ -750,6 +753,38 @@ ngx_http_meta_webhook_send_finish(ngx_http_request_t *r,
 
     return ngx_http_meta_webhook_json(r, (ngx_uint_t) t->status, p,
                                       t->response_len);
+}
+
+
+/*
+ * Remembers the contact of each message id in Meta's answer, so that a
+ * "failed" status for it (131047) closes the window this send used, even
+ * when the status names the contact otherwise (a user id for a number).
+ */
+
+static void
+ngx_http_meta_webhook_record_sent(ngx_http_meta_webhook_main_conf_t *mmcf,
+    ngx_mw_send_task_t *t)
+{
+    size_t         i;
+    json_t        *root, *messages, *id;
+    json_error_t   e;
+    u_char         key[MW_KEY_LEN];
+
+    root = json_loadb((const char *) t->response, t->response_len, 0, &e);
+    messages = json_object_get(root, "messages");
+
+    for (i = 0; i < json_array_size(messages) && i < 8; i++) {
+        id = json_object_get(json_array_get(messages, i), "id");
+
+        if (json_is_string(id)) {
+            mw_key_sent(key, json_string_value(id), json_string_length(id));
+            mmcf->ops->sent(mmcf->state, key, t->op.contact, 8 * 86400,
+                            t->op.log);
+        }
+    }
+
+    json_decref(root);
 }
 
 

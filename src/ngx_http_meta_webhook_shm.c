@@ -46,6 +46,8 @@ typedef struct {
             uint32_t            counted;     /* a conversation counted */
             uint32_t            optin_ts;    /* the keyword came */
         } c;
+
+        u_char                  contact[MW_KEY_LEN];   /* sent: to whom */
     } u;
 
     u_char                      type;        /* mw_key_type_e */
@@ -88,6 +90,8 @@ static ngx_int_t ngx_http_meta_webhook_shm_contact(void *state, u_char *key,
     mw_contact_state_t *cs);
 static ngx_int_t ngx_http_meta_webhook_shm_counter(void *state, u_char *key,
     int64_t *value);
+static void ngx_http_meta_webhook_shm_sent(void *state, u_char *sent,
+    u_char *contact, time_t ttl, ngx_log_t *log);
 static void ngx_http_meta_webhook_shm_settle(void *state,
     ngx_mw_claim_t *claims, ngx_uint_t n, uint64_t owner, ngx_uint_t commit,
     time_t ttl, ngx_log_t *log);
@@ -100,7 +104,8 @@ ngx_mw_state_ops_t  ngx_http_meta_webhook_shm_ops = {
     ngx_http_meta_webhook_shm_reserve,
     ngx_http_meta_webhook_shm_unreserve,
     ngx_http_meta_webhook_shm_contact,
-    ngx_http_meta_webhook_shm_counter
+    ngx_http_meta_webhook_shm_counter,
+    ngx_http_meta_webhook_shm_sent
 };
 
 
@@ -479,6 +484,27 @@ ngx_http_meta_webhook_shm_ingest(void *state, ngx_mw_ingest_t *op)
 
     for (i = 0; i < op->ncontacts; i++) {
         co = &op->contacts[i];
+
+        if (co->close) {
+            /* a message sent through the path names its own contact */
+            n = ngx_mw_shm_lookup(ctx, co->sent);
+
+            if (n != NULL && n->type == MW_KEY_SENT && n->expires > op->now) {
+                ngx_memcpy(co->key, n->u.contact, MW_KEY_LEN);
+            }
+
+            n = ngx_mw_shm_lookup(ctx, co->key);
+
+            /* no window known: nothing to close */
+            if (n == NULL || n->expires <= op->now) {
+                co->expires = 0;
+                continue;
+            }
+
+            ngx_mw_shm_contact_update(n, co, op->now);
+            continue;
+        }
+
         n = ngx_mw_shm_lookup(ctx, co->key);
 
         if (n != NULL && n->expires <= op->now) {
@@ -678,7 +704,13 @@ ngx_http_meta_webhook_shm_reserve(void *state, ngx_mw_send_op_t *op)
             goto failed;
         }
 
-        c->u.c.counted = (uint32_t) ngx_mw_shm_clamp(op->now);
+        /*
+         * The session may begin a little ahead of this clock (a message's
+         * timestamp may lead it by MW_FUTURE_SKEW): mark it counted at
+         * its start at least, or every reply until then would count.
+         */
+        op->mark = op->now > op->cs.session ? op->now : op->cs.session;
+        c->u.c.counted = (uint32_t) ngx_mw_shm_clamp(op->mark);
         c->used = ++ctx->sh->uses;
         ngx_queue_remove(&c->queue);
         ngx_queue_insert_head(&ctx->sh->contacts, &c->queue);
@@ -738,7 +770,9 @@ ngx_http_meta_webhook_shm_unreserve(void *state, ngx_mw_send_op_t *op)
     if (op->d.session) {
         /* unless a later send of the same session counted it since */
         n = ngx_mw_shm_lookup(ctx, op->contact);
-        if (n != NULL && n->u.c.counted == (uint32_t) op->now) {
+        if (n != NULL && n->u.c.counted
+                         == (uint32_t) ngx_mw_shm_clamp(op->mark))
+        {
             n->u.c.counted = (uint32_t) ngx_mw_shm_clamp(op->counted);
         }
     }
@@ -781,6 +815,45 @@ ngx_http_meta_webhook_shm_counter(void *state, u_char *key, int64_t *value)
     ngx_shmtx_unlock(&ctx->shpool->mutex);
 
     return NGX_OK;
+}
+
+
+static void
+ngx_http_meta_webhook_shm_sent(void *state, u_char *sent, u_char *contact,
+    time_t ttl, ngx_log_t *log)
+{
+    ngx_mw_shm_t *ctx = state;
+
+    time_t              now;
+    ngx_mw_shm_node_t  *n;
+
+    now = ngx_time();
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    n = ngx_mw_shm_lookup(ctx, sent);
+
+    if (n == NULL) {
+        n = ngx_mw_shm_alloc(ctx, now, log);
+
+        if (n == NULL) {
+            /* a status then falls back to its own recipient: no harm */
+            ngx_shmtx_unlock(&ctx->shpool->mutex);
+            return;
+        }
+
+        ngx_mw_shm_insert(ctx, n, sent, MW_KEY_SENT, &ctx->sh->dedupe);
+
+    } else {
+        ngx_queue_remove(&n->queue);
+        ngx_queue_insert_head(&ctx->sh->dedupe, &n->queue);
+    }
+
+    ngx_memcpy(n->u.contact, contact, MW_KEY_LEN);
+    n->expires = now + ttl;
+    n->used = ++ctx->sh->uses;
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
 }
 
 

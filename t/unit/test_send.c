@@ -223,7 +223,23 @@ test_to(void)
               "\"text\":{\"body\":\"hi\"}}",
               131009, "\"to\" is not a phone number or a WhatsApp user id",
               "to with an escaped NUL is not cut short");
+    /* a user id is a country code, a dot and up to 128 characters */
+    {
+        mw_send_req_t  req;
+        const char    *b = "{\"to\":\"US.01234567890123456789012345678"
+                           "901234567890123456789012345678901234567890123"
+                           "4567890123456789\",\"type\":\"text\","
+                           "\"text\":{\"body\":\"hi\"}}";
+
+        if (accepted(&req, b, strlen(b), "a 93-character user id") == 0) {
+            is_int(strlen(req.contact), 93, "the user id is kept whole");
+        }
+
+        mw_send_free(&req);
+    }
     refused_s("{\"to\":\"US.0123456789012345678901234567890123456789"
+              "0123456789012345678901234567890123456789"
+              "0123456789012345678901234567890123456789"
               "0123456789012345678901234567890123456789\",\"type\":\"text\","
               "\"text\":{\"body\":\"hi\"}}",
               131009, "\"to\" is not a phone number or a WhatsApp user id",
