@@ -102,6 +102,24 @@ machine_cpu() {
 
 now_s() { date +%s.%N; }
 
+# wait_quiet SECONDS: on a shared machine, wait (at most SECONDS) until
+# the rest of the machine uses less than 10 % of a core, so that a target
+# is not measured while someone else's build runs; says so if it gave up
+wait_quiet() {
+    [ "${1:-0}" -gt 0 ] || return 0
+    end=$(( $(date +%s) + $1 ))
+    while :; do
+        q0=$(machine_cpu); sleep 1; q1=$(machine_cpu)
+        if awk -v a="$q0" -v b="$q1" 'BEGIN { exit !(b - a < 0.10) }'; then
+            return 0
+        fi
+        if [ "$(date +%s)" -ge "$end" ]; then
+            log "(the machine is busy with other work: measuring anyway, see the 'other' column)"
+            return 0
+        fi
+    done
+}
+
 HAVE_MODULE=0
 [ -f "$MODULE" ] && HAVE_MODULE=1
 MODULE_LOAD=$MODULE

@@ -20,6 +20,8 @@
 #   BENCH_UPDATES=1000     updates per D delivery
 #   BENCH_PORT=18180       ports BENCH_PORT+1 .. +3 are used
 #   BENCH_SERVER_CPU=0 BENCH_LOAD_CPU=1   taskset pinning ("" to disable)
+#   BENCH_QUIET_WAIT=20    before each target, wait up to this many seconds
+#                          for other work on the machine to stop (0: don't)
 
 set -u
 
@@ -33,6 +35,7 @@ NREQ=${BENCH_REQUESTS:-300000}
 NBATCH=${BENCH_BATCHES:-100}
 UPDATES=${BENCH_UPDATES:-1000}
 WARM_LAST=30000                   # lines 1..WARM_LAST: warm-up ids
+QUIET=${BENCH_QUIET_WAIT:-20}
 
 trap 'stop_all' EXIT
 trap 'stop_all; exit 130' INT TERM HUP
@@ -152,6 +155,7 @@ if start_nginx "$SECRET"; then
 
     log ""
     log "=== A: nginx 'return 200;' (same POST requests, ids cycle) ==="
+    wait_quiet "$QUIET"
     run_wrk A "http://127.0.0.1:$PORT_A/webhook" 1 100000 cycle "$DURATION" "$NGX_PID"
 
     if [ "$HAVE_MODULE" = 1 ]; then
@@ -162,6 +166,7 @@ if start_nginx "$SECRET"; then
             "(duplicate, expect 200), wrong signature -> $(post_line "http://127.0.0.1:$PORT_B/webhook" "$OUT/probe.txt" 2 bad) (expect 403)"
         log "warm-up ${WARMUP}s on ids 1..$WARM_LAST"
         run_wrk Bwarm "http://127.0.0.1:$PORT_B/webhook" 1 "$WARM_LAST" stop "$WARMUP" "$NGX_PID" >/dev/null
+        wait_quiet "$QUIET"
         run_wrk B "http://127.0.0.1:$PORT_B/webhook" $((WARM_LAST + 1)) "$NREQ" stop "$DURATION" "$NGX_PID"
         if [ "$WITH_STATUS" = 1 ]; then
             log "status after B: $(curl -s -m 5 "http://127.0.0.1:$PORT_B/status" | head -c 600)"
@@ -178,6 +183,7 @@ if [ "$HAVE_MODULE" = 1 ]; then
     log "=== D: $NBATCH deliveries of $UPDATES updates each, one at a time (fresh nginx, empty zone) ==="
     if start_nginx "$SECRET"; then
         log "probe: signed delivery -> $(post_line "http://127.0.0.1:$PORT_B/webhook" "$OUT/probe.txt" 3) (expect 200)"
+        wait_quiet "$QUIET"
         run_batches file "http://127.0.0.1:$PORT_B/webhook" "$OUT/batch-file.txt" "$NGX_PID"
         run_batches mem "http://127.0.0.1:$PORT_B/webhook-mem" "$OUT/batch-mem.txt" "$NGX_PID"
         if [ "$WITH_STATUS" = 1 ]; then
@@ -201,9 +207,11 @@ if wait_port "$PORT_C"; then
         "(expect 200), wrong signature -> $(post_line "http://127.0.0.1:$PORT_C/webhook" "$OUT/probe.txt" 2 bad) (expect 403)"
     log "warm-up ${WARMUP}s on ids 1..$WARM_LAST"
     run_wrk Cwarm "http://127.0.0.1:$PORT_C/webhook" 1 "$WARM_LAST" stop "$WARMUP" "$NODE_PID" >/dev/null
+    wait_quiet "$QUIET"
     run_wrk C "http://127.0.0.1:$PORT_C/webhook" $((WARM_LAST + 1)) "$NREQ" stop "$DURATION" "$NODE_PID"
     log ""
     log "=== D for comparison: the same $UPDATES-update deliveries to Express ==="
+    wait_quiet "$QUIET"
     run_batches express "http://127.0.0.1:$PORT_C/webhook" "$OUT/batch-file.txt" "$NODE_PID"
 else
     warn "express did not start: $(tail -5 "$OUT/express.log")"

@@ -782,6 +782,26 @@ test_large(void)
     is_str(mw_quarantine_scan(&conf, buf, len), NULL,
            "4 MB of '4 4 4 ...' passes");
 
+    /* the same with separators of several bytes */
+    for (i = 0; i < len; i++) {
+        buf[i] = "4" NBSP "4\\u00a0"[i % 10];
+    }
+
+    is_str(mw_quarantine_scan(&conf, buf, len), NULL,
+           "4 MB of '4<NBSP>4\\u00a0...' passes");
+
+    /* Luhn-valid cards grouped by escapes, back to back */
+    for (i = 0; i + 35 <= len; i += 35) {
+        memcpy(buf + i, "4111\\u00201111\\u00201111\\u00201111 ", 35);
+    }
+
+    memset(buf + i, ' ', len - i);
+
+    n = mw_quarantine_redact(&conf, buf, len);
+    is_int(n, len / 35, "every card grouped by \\u0020 in 4 MB is masked");
+    ok(memchr(buf, '1', len) == NULL && memchr(buf, '\\', len) == NULL,
+       "no digit or escape left");
+
     /* Luhn-valid cards, back to back, separated by one space */
     for (i = 0; i + 17 <= len; i += 17) {
         memcpy(buf + i, "4111111111111111 ", 17);
