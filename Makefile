@@ -59,7 +59,7 @@ deps:
 	@if [ -e /run/nginx.pid ] && [ -n "$$CI" ]; then \
 	    $(NGINX_BIN) -s stop 2>/dev/null || true; fi
 
-$(OBJS)/Makefile: config $(NGINX_SRC)/src/core/nginx.h
+$(OBJS)/objs/Makefile: config $(NGINX_SRC)/src/core/nginx.h
 	rm -rf $(OBJS)
 	mkdir -p $(BUILD)
 	cp -r $(NGINX_SRC) $(OBJS)
@@ -68,7 +68,7 @@ $(OBJS)/Makefile: config $(NGINX_SRC)/src/core/nginx.h
 	    --add-dynamic-module=$(CURDIR) >$(BUILD)/configure.log 2>&1 \
 	    || { tail -20 $(BUILD)/configure.log; exit 1; }
 
-$(MODULE): $(OBJS)/Makefile $(CORE_SRCS) $(CORE_HDRS) $(NGX_SRCS)
+$(MODULE): $(OBJS)/objs/Makefile $(CORE_SRCS) $(CORE_HDRS) $(NGX_SRCS)
 	$(MAKE) -C $(OBJS) -f objs/Makefile modules
 	@# a new file, renamed into place: a running nginx keeps its mapping
 	cp $(OBJS)/objs/ngx_http_meta_webhook_module.so $@.tmp
