@@ -13,7 +13,7 @@
 # A benchmark, not a test: it prints numbers and exits 0 when everything
 # ran, whatever the numbers are.  Knobs (environment):
 #   BENCH_DURATION=5       seconds per measured target
-#   BENCH_WARMUP=1         seconds of warm-up for B and C (own ids)
+#   BENCH_WARMUP=2         seconds of warm-up for B and C (own ids)
 #   BENCH_CONNECTIONS=16   wrk connections (one wrk thread)
 #   BENCH_REQUESTS=300000  unique signed deliveries generated for A/B/C
 #   BENCH_BATCHES=100      1000-update deliveries per D variant
@@ -29,7 +29,7 @@ WORK=$(cd "$(dirname "$0")" && pwd)/out
 . "$(dirname "$0")/lib.sh"
 
 DURATION=${BENCH_DURATION:-5}
-WARMUP=${BENCH_WARMUP:-1}
+WARMUP=${BENCH_WARMUP:-2}
 CONNS=${BENCH_CONNECTIONS:-16}
 NREQ=${BENCH_REQUESTS:-300000}
 NBATCH=${BENCH_BATCHES:-100}
