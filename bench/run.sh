@@ -11,7 +11,7 @@
 #
 # One nginx worker, load from wrk in a separate process on 127.0.0.1.
 # A benchmark, not a test: it prints numbers and exits 0 when everything
-# ran, whatever the numbers are.  Knobs (environment):
+# ran, whatever the numbers are (1 when something could not run).  Knobs (environment):
 #   BENCH_DURATION=5       seconds per measured target
 #   BENCH_WARMUP=2         seconds of warm-up for B and C (own ids)
 #   BENCH_CONNECTIONS=16   wrk connections (one wrk thread)
@@ -114,7 +114,7 @@ run_wrk() {     # run_wrk LABEL URL FIRST LAST MODE DURATION SERVER_PID
     rc=$?
     t1=$(proc_ticks "$7"); m1=$(machine_cpu); snap_times "$OUT/.times1"; w1=$(now_s)
     c0=$(children_cpu "$OUT/.times0"); c1=$(children_cpu "$OUT/.times1")
-    [ $rc = 0 ] || warn "wrk for $1 exited $rc"
+    [ $rc = 0 ] || { warn "wrk for $1 exited $rc"; NOT_RUN="$NOT_RUN $1"; }
     # how busy the server was: its CPU time over the time wrk was sending;
     # and how much CPU the rest of the machine took meanwhile (anything
     # but the server and wrk: other people's builds and tests), as % of
@@ -136,7 +136,8 @@ run_batches() {  # run_batches VARIANT URL FILE SERVER_PID: benchmark D
     f=$OUT/batch-D-$1.txt
     t0=$(proc_ticks "$4")
     on_cpu "$LOAD_CPU" timeout 300 node "$BENCH/batch-client.js" \
-        "$2" "$3" "$UPDATES" "D-$1" 120 >"$f" 2>&1 || warn "batch client ($1) failed"
+        "$2" "$3" "$UPDATES" "D-$1" 120 >"$f" 2>&1 \
+        || { warn "batch client ($1) failed"; NOT_RUN="$NOT_RUN D-$1"; }
     t1=$(proc_ticks "$4")
     # the server's own CPU time per update (the client's time excluded)
     upd=$(sed -n 's/^RESULT .* updates=\([0-9]*\).*/\1/p' "$f")
@@ -147,10 +148,14 @@ run_batches() {  # run_batches VARIANT URL FILE SERVER_PID: benchmark D
 }
 
 A_RPS=""; B_RPS=""; C_RPS=""
+NOT_RUN=""                        # what could not run: exit 1 at the end
+[ "$HAVE_MODULE" = 1 ] || NOT_RUN="B D"
 
 log ""
 log "=== starting nginx (worker_processes 1) ==="
-if start_nginx "$SECRET"; then
+if ! start_nginx "$SECRET"; then
+    NOT_RUN="$NOT_RUN A B"
+else
     log "nginx pid $NGX_PID: A on :$PORT_A$( [ "$HAVE_MODULE" = 1 ] && echo ", B/D on :$PORT_B")"
 
     log ""
@@ -175,13 +180,15 @@ if start_nginx "$SECRET"; then
         log ""
         log "=== B: skipped: $MODULE not built yet ==="
     fi
-    stop_all
 fi
+stop_all
 
 if [ "$HAVE_MODULE" = 1 ]; then
     log ""
     log "=== D: $NBATCH deliveries of $UPDATES updates each, one at a time (fresh nginx, empty zone) ==="
-    if start_nginx "$SECRET"; then
+    if ! start_nginx "$SECRET"; then
+        NOT_RUN="$NOT_RUN D"
+    else
         log "probe: signed delivery -> $(post_line "http://127.0.0.1:$PORT_B/webhook" "$OUT/probe.txt" 3) (expect 200)"
         wait_quiet "$QUIET"
         run_batches file "http://127.0.0.1:$PORT_B/webhook" "$OUT/batch-file.txt" "$NGX_PID"
@@ -189,8 +196,8 @@ if [ "$HAVE_MODULE" = 1 ]; then
         if [ "$WITH_STATUS" = 1 ]; then
             log "status after D: $(curl -s -m 5 "http://127.0.0.1:$PORT_B/status" | head -c 600)"
         fi
-        stop_all
     fi
+    stop_all
 fi
 
 log ""
@@ -215,6 +222,7 @@ if wait_port "$PORT_C"; then
     run_batches express "http://127.0.0.1:$PORT_C/webhook" "$OUT/batch-file.txt" "$NODE_PID"
 else
     warn "express did not start: $(tail -5 "$OUT/express.log")"
+    NOT_RUN="$NOT_RUN C D-express"
 fi
 stop_all
 cat "$OUT/express.log"
@@ -270,4 +278,8 @@ cat "$OUT/summary.txt"
 cat "$OUT/summary.txt" >>"$RESULTS"
 log ""
 log "results written to bench/out/results.txt"
+if [ -n "$NOT_RUN" ]; then
+    warn "not everything ran:$NOT_RUN"
+    exit 1
+fi
 exit 0
