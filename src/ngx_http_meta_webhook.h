@@ -24,6 +24,12 @@
 #define NGX_MW_ERROR_CODES         16
 #define NGX_MW_DAILY_CAP           50   /* unverified businesses, per day */
 
+/* adds to a shared counter, when the state has given the counters */
+#define ngx_mw_count(mmcf, field, n)                                          \
+    if ((mmcf)->counters) {                                                   \
+        (void) ngx_atomic_fetch_add(&(mmcf)->counters->field, n);             \
+    }
+
 /* [A-Za-z0-9_.-]: handshake challenges and rule names */
 #define ngx_mw_is_token_char(c)                                               \
     (((c) >= 'a' && (c) <= 'z') || ((c) >= 'A' && (c) <= 'Z')                 \
@@ -300,6 +306,8 @@ ngx_int_t ngx_http_meta_webhook_log_handler(ngx_http_request_t *r);
 
 ngx_int_t ngx_http_meta_webhook_read_body(ngx_http_request_t *r,
     ngx_str_t *body);
+ngx_int_t ngx_http_meta_webhook_respond(ngx_http_request_t *r,
+    ngx_uint_t status, char *type, u_char *data, size_t len);
 ngx_uint_t ngx_http_meta_webhook_serves(ngx_http_meta_webhook_loc_conf_t *lcf,
     const u_char *id, size_t len);
 
@@ -308,6 +316,10 @@ ngx_int_t ngx_http_meta_webhook_send_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_meta_webhook_status_handler(ngx_http_request_t *r);
 void ngx_http_meta_webhook_periods(ngx_http_meta_webhook_loc_conf_t *lcf,
     time_t now, ngx_mw_send_op_t *op);
+
+/* ngx_http_meta_webhook_json.c */
+void ngx_http_meta_webhook_json_init(void);
+ngx_pool_t *ngx_http_meta_webhook_json_pool(ngx_pool_t *pool);
 
 /* ngx_http_meta_webhook_shm.c */
 char *ngx_http_meta_webhook_shm_zone(ngx_conf_t *cf,

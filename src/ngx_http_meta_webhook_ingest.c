@@ -15,12 +15,6 @@
 #include "ngx_http_meta_webhook.h"
 
 
-#define ngx_mw_count(mmcf, field, n)                                         \
-    if ((mmcf)->counters) {                                                  \
-        (void) ngx_atomic_fetch_add(&(mmcf)->counters->field, n);            \
-    }
-
-
 typedef struct {
     const u_char               *key;
     ngx_uint_t                  index;
@@ -1101,16 +1095,30 @@ failed:
 static ngx_int_t
 ngx_http_meta_webhook_send(ngx_http_request_t *r, ngx_str_t *text)
 {
-    ngx_str_t                  type = ngx_string("text/plain");
+    return ngx_http_meta_webhook_respond(r, NGX_HTTP_OK, "text/plain",
+                                         text ? text->data : NULL,
+                                         text ? text->len : 0);
+}
+
+
+/* Answers with a body of the module's own, whatever the status. */
+
+ngx_int_t
+ngx_http_meta_webhook_respond(ngx_http_request_t *r, ngx_uint_t status,
+    char *type, u_char *data, size_t len)
+{
+    ngx_str_t                  ct;
     ngx_http_complex_value_t   cv;
 
     ngx_memzero(&cv, sizeof(ngx_http_complex_value_t));
 
-    if (text) {
-        cv.value = *text;
-    }
+    cv.value.data = data;
+    cv.value.len = len;
 
-    return ngx_http_send_response(r, NGX_HTTP_OK, &type, &cv);
+    ct.data = (u_char *) type;
+    ct.len = ngx_strlen(type);
+
+    return ngx_http_send_response(r, status, &ct, &cv);
 }
 
 

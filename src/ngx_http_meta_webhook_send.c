@@ -23,12 +23,6 @@
 
 #define NGX_MW_RESPONSE_MAX   (1024 * 1024)
 
-#define ngx_mw_count(mmcf, field, n)                                         \
-    if ((mmcf)->counters) {                                                  \
-        (void) ngx_atomic_fetch_add(&(mmcf)->counters->field, n);            \
-    }
-
-
 typedef enum {
     NGX_MW_PATH_MESSAGES = 1,
     NGX_MW_PATH_SESSION
@@ -52,6 +46,14 @@ typedef struct {
     char                       *auth;
     u_char                     *body;
     size_t                      body_len;
+    size_t                      body_sent;
+
+    /*
+     * A timer for the call's lifetime: a worker shutting down gracefully
+     * (reload, quit) waits for timers, and would otherwise leave while
+     * the call is in flight.
+     */
+    ngx_event_t                 guard;
     long                        connect_timeout;
     long                        timeout;
 
@@ -64,8 +66,15 @@ typedef struct {
 } ngx_mw_send_task_t;
 
 
+static ngx_int_t ngx_http_meta_webhook_not_allowed(ngx_http_request_t *r,
+    char *allow);
 static ngx_int_t ngx_http_meta_webhook_parse_path(ngx_http_request_t *r,
     ngx_mw_path_t *path);
+static size_t ngx_http_meta_webhook_curl_read(char *buffer, size_t size,
+    size_t nitems, void *userdata);
+static int ngx_http_meta_webhook_curl_seek(void *userdata, curl_off_t offset,
+    int origin);
+static void ngx_http_meta_webhook_send_guard(ngx_event_t *ev);
 static ngx_int_t ngx_http_meta_webhook_session(ngx_http_request_t *r,
     ngx_mw_path_t *path);
 static void ngx_http_meta_webhook_send_body(ngx_http_request_t *r);
@@ -78,8 +87,6 @@ static ngx_int_t ngx_http_meta_webhook_send_finish(ngx_http_request_t *r,
     ngx_mw_send_task_t *t);
 static ngx_int_t ngx_http_meta_webhook_refuse(ngx_http_request_t *r,
     ngx_uint_t status, int code, const char *message, const char *details);
-static ngx_int_t ngx_http_meta_webhook_json(ngx_http_request_t *r,
-    ngx_uint_t status, u_char *data, size_t len);
 static void ngx_http_meta_webhook_record_sent(
     ngx_http_meta_webhook_main_conf_t *mmcf, ngx_mw_send_task_t *t);
 static void ngx_http_meta_webhook_count_graph_error(
@@ -104,6 +111,16 @@ ngx_http_meta_webhook_send_handler(ngx_http_request_t *r)
                    "{phone_number_id}/sessions/{contact} expected", NULL);
     }
 
+    if (path.kind == NGX_MW_PATH_MESSAGES) {
+        /* every send is counted once, then in exactly one outcome */
+        ngx_mw_count(mmcf, sends, 1);
+
+        if (r->method != NGX_HTTP_POST) {
+            ngx_mw_count(mmcf, refused_invalid, 1);
+            return ngx_http_meta_webhook_not_allowed(r, "POST");
+        }
+    }
+
     if (!ngx_http_meta_webhook_serves(lcf, path.phone_number_id.data,
                                       path.phone_number_id.len))
     {
@@ -119,7 +136,7 @@ ngx_http_meta_webhook_send_handler(ngx_http_request_t *r)
 
     if (path.kind == NGX_MW_PATH_SESSION) {
         if (r->method != NGX_HTTP_GET && r->method != NGX_HTTP_HEAD) {
-            return NGX_HTTP_NOT_ALLOWED;
+            return ngx_http_meta_webhook_not_allowed(r, "GET, HEAD");
         }
 
         rc = ngx_http_discard_request_body(r);
@@ -130,12 +147,6 @@ ngx_http_meta_webhook_send_handler(ngx_http_request_t *r)
         return ngx_http_meta_webhook_session(r, &path);
     }
 
-    if (r->method != NGX_HTTP_POST) {
-        return NGX_HTTP_NOT_ALLOWED;
-    }
-
-    ngx_mw_count(mmcf, sends, 1);
-
     rc = ngx_http_read_client_request_body(r,
                                            ngx_http_meta_webhook_send_body);
 
@@ -144,6 +155,32 @@ ngx_http_meta_webhook_send_handler(ngx_http_request_t *r)
     }
 
     return NGX_DONE;
+}
+
+
+static ngx_int_t
+ngx_http_meta_webhook_not_allowed(ngx_http_request_t *r, char *allow)
+{
+    ngx_int_t         rc;
+    ngx_table_elt_t  *h;
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    h->hash = 1;
+    ngx_str_set(&h->key, "Allow");
+    h->value.data = (u_char *) allow;
+    h->value.len = ngx_strlen(allow);
+
+    return ngx_http_meta_webhook_refuse(r, NGX_HTTP_NOT_ALLOWED,
+               MW_GRAPH_PARAM_INVALID, "method not allowed here", NULL);
 }
 
 
@@ -336,7 +373,8 @@ ngx_http_meta_webhook_session(ngx_http_request_t *r, ngx_mw_path_t *path)
                     ? "true" : "false",
                     optin);
 
-    return ngx_http_meta_webhook_json(r, NGX_HTTP_OK, buf, p - buf);
+    return ngx_http_meta_webhook_respond(r, NGX_HTTP_OK, "application/json",
+                                         buf, p - buf);
 }
 
 
@@ -526,6 +564,12 @@ ngx_http_meta_webhook_send_start(ngx_http_request_t *r)
     r->main->blocked++;
     r->write_event_handler = ngx_http_request_empty_handler;
 
+    t->guard.handler = ngx_http_meta_webhook_send_guard;
+    t->guard.data = t;
+    t->guard.log = r->connection->log;
+    ngx_add_timer(&t->guard, lcf->graph_timeout + lcf->graph_connect_timeout
+                             + 5000);
+
     return NGX_AGAIN;
 
 failed:
@@ -576,10 +620,20 @@ ngx_http_meta_webhook_send_thread(void *data, ngx_log_t *log)
 
     (void) curl_easy_setopt(curl, CURLOPT_URL, t->url);
     (void) curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
+    /*
+     * The body is read through a callback that cannot rewind: libcurl
+     * would otherwise resend it on a kept-alive connection that died
+     * after sending, and a message may not go out twice.
+     */
     (void) curl_easy_setopt(curl, CURLOPT_POST, 1L);
-    (void) curl_easy_setopt(curl, CURLOPT_POSTFIELDS, t->body);
     (void) curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE,
                             (curl_off_t) t->body_len);
+    (void) curl_easy_setopt(curl, CURLOPT_READFUNCTION,
+                            ngx_http_meta_webhook_curl_read);
+    (void) curl_easy_setopt(curl, CURLOPT_READDATA, t);
+    (void) curl_easy_setopt(curl, CURLOPT_SEEKFUNCTION,
+                            ngx_http_meta_webhook_curl_seek);
+    (void) curl_easy_setopt(curl, CURLOPT_SEEKDATA, t);
 
     /* timers, not signals: this is one thread among nginx's */
     (void) curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
@@ -609,6 +663,55 @@ ngx_http_meta_webhook_send_thread(void *data, ngx_log_t *log)
     (void) curl_easy_setopt(curl, CURLOPT_HTTPHEADER, NULL);
     (void) curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, NULL);
     curl_slist_free_all(headers);
+}
+
+
+static size_t
+ngx_http_meta_webhook_curl_read(char *buffer, size_t size, size_t nitems,
+    void *userdata)
+{
+    ngx_mw_send_task_t *t = userdata;
+
+    size_t  n;
+
+    n = t->body_len - t->body_sent;
+
+    if (n > size * nitems) {
+        n = size * nitems;
+    }
+
+    memcpy(buffer, t->body + t->body_sent, n);
+    t->body_sent += n;
+
+    return n;
+}
+
+
+static int
+ngx_http_meta_webhook_curl_seek(void *userdata, curl_off_t offset,
+    int origin)
+{
+    ngx_mw_send_task_t *t = userdata;
+
+    /* before anything was read, starting over sends nothing twice */
+    if (offset == 0 && origin == SEEK_SET && t->body_sent == 0) {
+        return CURL_SEEKFUNC_OK;
+    }
+
+    return CURL_SEEKFUNC_CANTSEEK;
+}
+
+
+static void
+ngx_http_meta_webhook_send_guard(ngx_event_t *ev)
+{
+    /*
+     * libcurl's own timeouts end the call before this fires; if it does,
+     * the call is still bounded by them, so only say so.
+     */
+    ngx_log_error(NGX_LOG_WARN, ev->log, 0,
+                  "meta_webhook: a call to the Graph API outlasts its "
+                  "timeouts");
 }
 
 
@@ -662,6 +765,10 @@ ngx_http_meta_webhook_send_done(ngx_event_t *ev)
 
     r->main->blocked--;
 
+    if (t->guard.timer_set) {
+        ngx_del_timer(&t->guard);
+    }
+
     rc = ngx_http_meta_webhook_send_finish(r, t);
 
     free(t->response);
@@ -712,6 +819,21 @@ ngx_http_meta_webhook_send_finish(ngx_http_request_t *r,
                        "may or may not have been sent", NULL);
         }
 
+        if (t->curl_rc == CURLE_SEND_FAIL_REWIND || t->body_sent) {
+            ngx_mw_count(mmcf, graph_failures, 1);
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "meta_webhook: the connection to the Graph API "
+                          "broke after the message was sent: %s (curl %d); "
+                          "not resent", t->error[0] ? t->error
+                                        : curl_easy_strerror(t->curl_rc),
+                          t->curl_rc);
+
+            return ngx_http_meta_webhook_refuse(r, NGX_HTTP_BAD_GATEWAY, 2,
+                       "the connection to the Graph API broke; the message "
+                       "may or may not have been sent, and was not resent",
+                       NULL);
+        }
+
         ngx_mw_count(mmcf, graph_failures, 1);
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "meta_webhook: the Graph API could not be reached: "
@@ -751,8 +873,9 @@ ngx_http_meta_webhook_send_finish(ngx_http_request_t *r,
         ngx_memcpy(p, t->response, t->response_len);
     }
 
-    return ngx_http_meta_webhook_json(r, (ngx_uint_t) t->status, p,
-                                      t->response_len);
+    return ngx_http_meta_webhook_respond(r, (ngx_uint_t) t->status,
+                                         "application/json", p,
+                                         t->response_len);
 }
 
 
@@ -840,7 +963,6 @@ ngx_http_meta_webhook_refuse(ngx_http_request_t *r, ngx_uint_t status,
     char       *json;
     size_t      len;
     u_char     *p;
-    ngx_int_t   rc;
 
     json = mw_graph_error(code, "OAuthException", message, details, &len);
     if (json == NULL) {
@@ -856,58 +978,8 @@ ngx_http_meta_webhook_refuse(ngx_http_request_t *r, ngx_uint_t status,
     ngx_memcpy(p, json, len);
     free(json);
 
-    rc = ngx_http_meta_webhook_json(r, status, p, len);
-
-    return rc;
-}
-
-
-static ngx_int_t
-ngx_http_meta_webhook_json(ngx_http_request_t *r, ngx_uint_t status,
-    u_char *data, size_t len)
-{
-    ngx_int_t    rc;
-    ngx_buf_t   *b;
-    ngx_chain_t  out;
-
-    r->headers_out.status = status;
-    r->headers_out.content_length_n = len;
-    ngx_str_set(&r->headers_out.content_type, "application/json");
-    r->headers_out.content_type_len = r->headers_out.content_type.len;
-    r->headers_out.content_type_lowcase = NULL;
-
-    if (r->method == NGX_HTTP_HEAD || len == 0) {
-        r->header_only = (r->method == NGX_HTTP_HEAD);
-        rc = ngx_http_send_header(r);
-
-        if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-            return rc;
-        }
-
-        return ngx_http_send_special(r, NGX_HTTP_LAST);
-    }
-
-    b = ngx_calloc_buf(r->pool);
-    if (b == NULL) {
-        return NGX_ERROR;
-    }
-
-    b->pos = data;
-    b->last = data + len;
-    b->memory = 1;
-    b->last_buf = (r == r->main) ? 1 : 0;
-    b->last_in_chain = 1;
-
-    out.buf = b;
-    out.next = NULL;
-
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    return ngx_http_output_filter(r, &out);
+    return ngx_http_meta_webhook_respond(r, status, "application/json", p,
+                                         len);
 }
 
 
@@ -1022,5 +1094,6 @@ ngx_http_meta_webhook_status_handler(ngx_http_request_t *r)
             used, lcf->conversation_limit, op.period_end, daily,
             lcf->business_verified ? 0 : NGX_MW_DAILY_CAP, op.day_end);
 
-    return ngx_http_meta_webhook_json(r, NGX_HTTP_OK, buf, p - buf);
+    return ngx_http_meta_webhook_respond(r, NGX_HTTP_OK, "application/json",
+                                         buf, p - buf);
 }

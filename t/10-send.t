@@ -325,7 +325,8 @@ my $T_OLD = $NOW - 25 * 3600;           # a message 25 h ago
     is $r->status, 200, 'failed 131026: the window stays open'
         or diag $r->summary;
 
-    is deliver_status($s, $c, errors => [131047],
+    my $S = time;                       # Meta's refusal follows the send
+    is deliver_status($s, $c, errors => [131047], ts => $S,
                       $wamid ? (id => $wamid) : ())->status, 200,
         'a failed 131047 status is delivered';
     my $j = session_of($s, $c);
@@ -349,7 +350,7 @@ my $T_OLD = $NOW - 25 * 3600;           # a message 25 h ago
         or diag $r->summary;
 
     # the contact writes again: a new window
-    open_window($s, $c, ts => $NOW - 10);
+    open_window($s, $c, ts => $S + 1);
     ($r) = sent(text_req($c, 'reopened'));
     is $r->status, 200, 'after 131047, a new message reopens the window'
         or diag $r->summary;

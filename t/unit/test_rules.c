@@ -3,6 +3,7 @@
  */
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "mw_core.h"
 #include "tap.h"
@@ -127,6 +128,85 @@ test_keys(void)
 }
 
 
+/*
+ * Known answers: keys live in shared memory and in memcached across
+ * reloads and upgrades, so their bytes must never change.  These were
+ * computed by the first implementation (OpenSSL EVP, per-key context)
+ * and checked independently with Python's hashlib: SHA-256 over the type
+ * byte and, per part, a 32-bit big-endian length and the bytes, cut to
+ * MW_KEY_LEN.
+ */
+static void
+test_key_answers(void)
+{
+    size_t          i;
+    char            hex[MW_KEY_HEX_LEN + 1];
+    unsigned char   k[MW_KEY_LEN];
+    static char     big[200], huge[70000];
+    const char     *parts[3];
+    size_t          lens[3];
+
+    mw_key_message(k, "wamid.HBgLMTY1MDU1NTEyMzQVAgASGBQzQUI0RDc2QzlGMjE1"
+                   "NzQ1RTZBAA==", 62);
+    mw_key_hex(k, hex);
+    is_str(hex, "81947bc5e0082b37d49d4a8eb085027e", "known key: message");
+
+    mw_key_message(k, "", 0);
+    mw_key_hex(k, hex);
+    is_str(hex, "f1ad52ba38bac0311759d3b0884ce634",
+           "known key: message, empty id");
+
+    mw_key_status(k, "wamid.1", 7, "read", 4);
+    mw_key_hex(k, hex);
+    is_str(hex, "e5394396a1800bd1ad119c54f3d977cf", "known key: status");
+
+    mw_key_sent(k, "wamid.S", 7);
+    mw_key_hex(k, hex);
+    is_str(hex, "53c4122832d7734c3b93e4ade32650bf", "known key: sent");
+
+    mw_key_contact(k, "106540352242922", 15, "16505551234", 11);
+    mw_key_hex(k, hex);
+    is_str(hex, "20fa34a64624dcf1be89cbecaaa19ca9", "known key: contact");
+
+    mw_key_make(k, MW_KEY_COUNTER, parts, lens, 0);
+    mw_key_hex(k, hex);
+    is_str(hex, "1b16b1df538ba12dc3f97edbb85caa70", "known key: no parts");
+
+    /* a NUL inside a part, a part over one SHA-256 block, an empty part */
+    memset(big, 'x', sizeof(big));
+    parts[0] = "a\0b";
+    lens[0] = 3;
+    parts[1] = big;
+    lens[1] = sizeof(big);
+    parts[2] = "";
+    lens[2] = 0;
+    mw_key_make(k, MW_KEY_DEDUPE, parts, lens, 3);
+    mw_key_hex(k, hex);
+    is_str(hex, "b23ed92d396d294ed19ace1ce300755b",
+           "known key: NUL, long and empty parts");
+
+    /* a length above 65535: all four length bytes matter */
+    for (i = 0; i < sizeof(huge); i++) {
+        huge[i] = (char) (i * 7);
+    }
+
+    parts[0] = "x";
+    lens[0] = 1;
+    parts[1] = huge;
+    lens[1] = sizeof(huge);
+    mw_key_make(k, MW_KEY_COUNTER, parts, lens, 2);
+    mw_key_hex(k, hex);
+    is_str(hex, "9fecde9494681efc32a248f847a99a82",
+           "known key: a 70000-byte part");
+
+    /* and again, for an implementation that keeps state between keys */
+    mw_key_message(k, "", 0);
+    mw_key_hex(k, hex);
+    is_str(hex, "f1ad52ba38bac0311759d3b0884ce634",
+           "known key: same answer when repeated");
+}
+
+
 int
 main(void)
 {
@@ -134,6 +214,7 @@ main(void)
     test_period();
     test_contact();
     test_keys();
+    test_key_answers();
 
     return done_testing();
 }

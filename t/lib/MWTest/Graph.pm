@@ -11,6 +11,8 @@ package MWTest::Graph;
 #   DIR/req-NNNNNN.body   the exact body bytes
 #   DIR/req-NNNNNN.resp   what was (or will be) answered: status line
 #                         "STATUS\n" then the body; "close" for none
+#   DIR/req-NNNNNN.conn   "PID K": the connection (its child's pid) and
+#                         the request's rank on it (K > 1: kept alive)
 # numbered in arrival order across all connections (an O_EXCL claim).
 #
 # The answer is chosen per request from a control file that the test
@@ -112,13 +114,14 @@ sub url {
 }
 
 # set(mode => 'error', code => 100, status => 400, delay => 2.5, ...);
-# merged into the current control.  mode => 'ok' clears code/status/body.
+# merged into the current control; giving a mode forgets the previous
+# mode's code, status, body and details (delay and keepalive stay).
 sub set {
     my ($self, %o) = @_;
     my %cur = %{ $self->{control} };
-    if (defined $o{mode} && $o{mode} ne ($cur{mode} // '')) {
-        delete @cur{qw(code status body details)};
-    }
+    # a new mode starts from its own defaults
+    delete @cur{qw(code status body details content_type)}
+        if defined $o{mode};
     %cur = (%cur, %o);
     $self->{control} = \%cur;
     MWTest::spew("$self->{dir}/control", $JSON->encode(\%cur));
@@ -146,7 +149,8 @@ sub wait_count {
 }
 
 # [{n, method, path, version, headers => {lc name => value},
-#   header_lines => [[name, value], ...], body, status, answer}]
+#   header_lines => [[name, value], ...], body, status, answer,
+#   conn (an id of the connection), conn_seq (1: its first request)}]
 # in arrival order; status/answer are undef while not yet decided, and
 # status is 'close' for a connection closed without an answer
 sub requests {
@@ -168,7 +172,9 @@ sub requests {
         if (defined $resp) {
             ($status, $answer) = split /\n/, $resp, 2;
         }
+        my ($conn, $conn_seq) = split / /, MWTest::slurp("$base.conn") // '';
         push @r, { n => $n, method => $method, path => $path,
+                   conn => $conn, conn_seq => $conn_seq,
                    version => $version, headers => \%h,
                    header_lines => \@hl,
                    body => MWTest::slurp("$base.body") // '',
@@ -183,7 +189,7 @@ sub last_request { ($_[0]->requests)[-1] }
 sub clear {
     my ($self) = @_;
     opendir my $dh, $self->{dir} or return;
-    my @f = grep { /^req-\d+\.(?:head|body|resp)$/ } readdir $dh;
+    my @f = grep { /^req-\d+\.(?:head|body|resp|conn)$/ } readdir $dh;
     closedir $dh;
     # the .claim files stay: they keep the numbering going
     unlink map { "$self->{dir}/$_" } @f;
@@ -325,6 +331,7 @@ sub _serve_connection {
     my ($c, $dir) = @_;
     binmode $c;
     my $buf = '';
+    my $on_conn = 0;
     while (1) {
         my ($head, $body) = _read_request($c, \$buf);
         last unless defined $head;
@@ -347,6 +354,7 @@ sub _serve_connection {
             $rbody = '';
         }
         MWTest::spew("$base.resp", "$status\n$rbody");
+        MWTest::spew("$base.conn", "$$ " . ++$on_conn);
         # the head last: a request is counted once it is fully recorded
         MWTest::spew("$base.head", $head);
 
