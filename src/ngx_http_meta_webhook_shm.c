@@ -1,8 +1,10 @@
 /*
  * The embedded state backend: one shared memory zone for all workers.
  *
- * Entries live in a red-black tree keyed by their 16-byte digest, and on
- * one of three queues:
+ * Entries live in a hash table keyed by their 16-byte digest (the digest
+ * is evenly spread already, so its first bytes index the buckets; a
+ * lookup costs one or two cache misses where a tree of a million entries
+ * costs twenty), and on one of these queues:
  *
  *   inflight   claims of deliveries being handed off, oldest at the tail;
  *              never evicted: each must be able to commit or release;
@@ -30,8 +32,10 @@
 #define NGX_MW_REAP_LOOK         8
 
 
-typedef struct {
-    ngx_rbtree_node_t           node;
+typedef struct ngx_mw_shm_node_s  ngx_mw_shm_node_t;
+
+struct ngx_mw_shm_node_s {
+    ngx_mw_shm_node_t          *next;        /* in its bucket */
     ngx_queue_t                 queue;
     int64_t                     expires;
     uint64_t                    used;        /* last use, for eviction */
@@ -53,12 +57,12 @@ typedef struct {
     u_char                      type;        /* mw_key_type_e */
     u_char                      optin;       /* MW_OPTIN_* */
     u_char                      key[MW_KEY_LEN];
-} ngx_mw_shm_node_t;
+};
 
 
 typedef struct {
-    ngx_rbtree_t                rbtree;
-    ngx_rbtree_node_t           sentinel;
+    ngx_mw_shm_node_t         **buckets;
+    ngx_uint_t                  mask;        /* buckets - 1 */
     ngx_queue_t                 inflight;    /* claims, oldest at the tail */
     ngx_queue_t                 dedupe;      /* committed, oldest at tail */
     ngx_queue_t                 contacts;    /* least recently used at tail */
@@ -109,88 +113,27 @@ ngx_mw_state_ops_t  ngx_http_meta_webhook_shm_ops = {
 };
 
 
-static ngx_rbtree_key_t
-ngx_mw_shm_hash(const u_char *key)
+static ngx_mw_shm_node_t **
+ngx_mw_shm_bucket(ngx_mw_shm_t *ctx, const u_char *key)
 {
-    ngx_rbtree_key_t  k;
+    uint64_t  h;
 
     /* the key is a digest already: its first bytes are evenly spread */
-    ngx_memcpy(&k, key, sizeof(ngx_rbtree_key_t));
+    ngx_memcpy(&h, key, sizeof(uint64_t));
 
-    return k;
-}
-
-
-static void
-ngx_mw_shm_rbtree_insert_value(ngx_rbtree_node_t *temp,
-    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel)
-{
-    ngx_rbtree_node_t  **p;
-    ngx_mw_shm_node_t   *n, *t;
-
-    for ( ;; ) {
-
-        if (node->key < temp->key) {
-            p = &temp->left;
-
-        } else if (node->key > temp->key) {
-            p = &temp->right;
-
-        } else {
-            n = (ngx_mw_shm_node_t *) node;
-            t = (ngx_mw_shm_node_t *) temp;
-
-            p = (ngx_memcmp(n->key, t->key, MW_KEY_LEN) < 0)
-                ? &temp->left : &temp->right;
-        }
-
-        if (*p == sentinel) {
-            break;
-        }
-
-        temp = *p;
-    }
-
-    *p = node;
-    node->parent = temp;
-    node->left = sentinel;
-    node->right = sentinel;
-    ngx_rbt_red(node);
+    return &ctx->sh->buckets[h & ctx->sh->mask];
 }
 
 
 static ngx_mw_shm_node_t *
 ngx_mw_shm_lookup(ngx_mw_shm_t *ctx, const u_char *key)
 {
-    ngx_int_t           rc;
-    ngx_rbtree_key_t    hash;
-    ngx_rbtree_node_t  *node, *sentinel;
     ngx_mw_shm_node_t  *n;
 
-    hash = ngx_mw_shm_hash(key);
-    node = ctx->sh->rbtree.root;
-    sentinel = ctx->sh->rbtree.sentinel;
-
-    while (node != sentinel) {
-
-        if (hash < node->key) {
-            node = node->left;
-            continue;
-        }
-
-        if (hash > node->key) {
-            node = node->right;
-            continue;
-        }
-
-        n = (ngx_mw_shm_node_t *) node;
-        rc = ngx_memcmp(key, n->key, MW_KEY_LEN);
-
-        if (rc == 0) {
+    for (n = *ngx_mw_shm_bucket(ctx, key); n; n = n->next) {
+        if (ngx_memcmp(n->key, key, MW_KEY_LEN) == 0) {
             return n;
         }
-
-        node = (rc < 0) ? node->left : node->right;
     }
 
     return NULL;
@@ -200,8 +143,17 @@ ngx_mw_shm_lookup(ngx_mw_shm_t *ctx, const u_char *key)
 static void
 ngx_mw_shm_delete(ngx_mw_shm_t *ctx, ngx_mw_shm_node_t *n)
 {
+    ngx_mw_shm_node_t  **p;
+
     ngx_queue_remove(&n->queue);
-    ngx_rbtree_delete(&ctx->sh->rbtree, &n->node);
+
+    for (p = ngx_mw_shm_bucket(ctx, n->key); *p; p = &(*p)->next) {
+        if (*p == n) {
+            *p = n->next;
+            break;
+        }
+    }
+
     ngx_slab_free_locked(ctx->shpool, n);
     ctx->sh->entries--;
 }
@@ -354,11 +306,15 @@ static void
 ngx_mw_shm_insert(ngx_mw_shm_t *ctx, ngx_mw_shm_node_t *n, const u_char *key,
     u_char type, ngx_queue_t *queue)
 {
+    ngx_mw_shm_node_t  **b;
+
     ngx_memcpy(n->key, key, MW_KEY_LEN);
     n->type = type;
-    n->node.key = ngx_mw_shm_hash(key);
 
-    ngx_rbtree_insert(&ctx->sh->rbtree, &n->node);
+    b = ngx_mw_shm_bucket(ctx, key);
+    n->next = *b;
+    *b = n;
+
     ngx_queue_insert_head(queue, &n->queue);
 }
 
@@ -908,7 +864,7 @@ ngx_http_meta_webhook_shm_init(ngx_shm_zone_t *shm_zone, void *data)
 {
     ngx_mw_shm_t  *octx = data;
 
-    size_t         len;
+    size_t         len, n;
     ngx_mw_shm_t  *ctx;
 
     ctx = shm_zone->data;
@@ -935,8 +891,24 @@ ngx_http_meta_webhook_shm_init(ngx_shm_zone_t *shm_zone, void *data)
     ngx_memzero(ctx->sh, sizeof(ngx_mw_shm_sh_t));
     ctx->shpool->data = ctx->sh;
 
-    ngx_rbtree_init(&ctx->sh->rbtree, &ctx->sh->sentinel,
-                    ngx_mw_shm_rbtree_insert_value);
+    /*
+     * About one bucket per two entries the zone can hold: an eighth of a
+     * zone of 128-byte entries, at most.
+     */
+    n = 1;
+
+    while (n * 2 < shm_zone->shm.size / 256) {
+        n *= 2;
+    }
+
+    ctx->sh->buckets = ngx_slab_calloc(ctx->shpool,
+                                       n * sizeof(ngx_mw_shm_node_t *));
+    if (ctx->sh->buckets == NULL) {
+        return NGX_ERROR;
+    }
+
+    ctx->sh->mask = n - 1;
+
     ngx_queue_init(&ctx->sh->inflight);
     ngx_queue_init(&ctx->sh->dedupe);
     ngx_queue_init(&ctx->sh->contacts);
