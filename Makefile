@@ -23,7 +23,7 @@ NGINX_CONF_FLAGS ?= --with-compat --with-threads --with-http_ssl_module
 endif
 
 CORE_SRCS   := $(wildcard src/mw_*.c)
-CORE_HDRS   := src/mw_core.h
+CORE_HDRS   := src/mw_core.h src/mw_state.h
 NGX_SRCS    := $(wildcard src/ngx_http_meta_webhook*.c src/*.h)
 
 UNIT_SRCS   := $(wildcard t/unit/test_*.c)

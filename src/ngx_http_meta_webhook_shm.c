@@ -25,9 +25,8 @@
  */
 
 #include "ngx_http_meta_webhook.h"
+#include "mw_state.h"
 
-
-#define NGX_MW_OPTIN_RETENTION   (400 * 86400)
 #define NGX_MW_EVICT_BATCH       16
 #define NGX_MW_REAP_LOOK         8
 
@@ -319,26 +318,6 @@ ngx_mw_shm_insert(ngx_mw_shm_t *ctx, ngx_mw_shm_node_t *n, const u_char *key,
 }
 
 
-/*
- * A contact is kept while its window is open, a day past it so that the
- * session's counted conversation is remembered, and long after an opt-in.
- */
-
-static void
-ngx_mw_shm_contact_expiry(ngx_mw_shm_node_t *n, int64_t now)
-{
-    int64_t  expires;
-
-    expires = (int64_t) n->u.c.window + 86400;
-
-    if (n->optin && now + NGX_MW_OPTIN_RETENTION > expires) {
-        expires = now + NGX_MW_OPTIN_RETENTION;
-    }
-
-    n->expires = expires;
-}
-
-
 static int64_t
 ngx_mw_shm_clamp(int64_t t)
 {
@@ -348,38 +327,46 @@ ngx_mw_shm_clamp(int64_t t)
 
 
 static void
+ngx_mw_shm_get_contact(ngx_mw_shm_node_t *n, mw_contact_rec_t *c)
+{
+    c->window = n->u.c.window;
+    c->session = n->u.c.session;
+    c->counted = n->u.c.counted;
+    c->optin_ts = n->u.c.optin_ts;
+    c->optin = n->optin;
+}
+
+
+static void
+ngx_mw_shm_put_contact(ngx_mw_shm_node_t *n, mw_contact_rec_t *c,
+    int64_t now)
+{
+    n->u.c.window = (uint32_t) ngx_mw_shm_clamp(c->window);
+    n->u.c.session = (uint32_t) ngx_mw_shm_clamp(c->session);
+    n->u.c.counted = (uint32_t) ngx_mw_shm_clamp(c->counted);
+    n->u.c.optin_ts = (uint32_t) ngx_mw_shm_clamp(c->optin_ts);
+    n->optin = (u_char) c->optin;
+    n->expires = mw_contact_expiry(c, now);
+}
+
+
+static void
 ngx_mw_shm_contact_update(ngx_mw_shm_node_t *n, ngx_mw_contact_op_t *co,
     int64_t now)
 {
-    int64_t  window, session;
+    mw_contact_rec_t  c;
 
-    window = n->u.c.window;
-    session = n->u.c.session;
+    ngx_mw_shm_get_contact(n, &c);
 
     if (co->close) {
-        /*
-         * Meta refused a free-form message: the window it measured has
-         * closed, unless the contact wrote again after that refusal.
-         */
-        if (session <= co->from && window > co->from) {
-            window = co->from;
-        }
+        mw_contact_close(&c, co->from);
 
     } else {
-        mw_session_advance(&window, &session, co->from);
+        mw_contact_message(&c, co->from, (int) co->optin, co->optin_ts);
     }
 
-    n->u.c.window = (uint32_t) ngx_mw_shm_clamp(window);
-    n->u.c.session = (uint32_t) ngx_mw_shm_clamp(session);
-
-    /* keywords are applied in message order, even when retried late */
-    if (co->optin != MW_OPTIN_NONE && co->optin_ts >= n->u.c.optin_ts) {
-        n->optin = (u_char) co->optin;
-        n->u.c.optin_ts = (uint32_t) ngx_mw_shm_clamp(co->optin_ts);
-    }
-
-    ngx_mw_shm_contact_expiry(n, now);
-    co->expires = n->u.c.window;
+    ngx_mw_shm_put_contact(n, &c, now);
+    co->expires = c.window;
 }
 
 
