@@ -88,6 +88,7 @@ struct ngx_mw_ingest_s {
                                                   NGX_ERROR: failed */
     ngx_mw_done_pt              done;
     void                       *data;
+    ngx_pool_t                 *pool;          /* lives as long as op */
     ngx_log_t                  *log;
 };
 
@@ -203,11 +204,12 @@ typedef struct {
 /* configuration                                                          */
 
 typedef struct {
-    ngx_shm_zone_t             *shm_zone;      /* shm backend */
+    ngx_shm_zone_t             *shm_zone;      /* shm backend, counters */
     ngx_mw_state_ops_t         *ops;
     void                       *state;         /* the backend's own */
     ngx_mw_counters_t          *counters;      /* in shared memory */
     ngx_flag_t                  used;          /* a meta_webhook location */
+    ngx_flag_t                  shared;        /* state beyond this host */
 } ngx_http_meta_webhook_main_conf_t;
 
 typedef struct {
@@ -285,6 +287,7 @@ typedef struct {
 
     ngx_mw_ingest_t             op;
     time_t                      dedupe_ttl;
+    ngx_event_t                 guard;         /* while state works */
     ngx_mw_claim_t             *held;          /* the new claims */
     ngx_uint_t                  nheld;
 
@@ -316,6 +319,11 @@ ngx_int_t ngx_http_meta_webhook_send_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_meta_webhook_status_handler(ngx_http_request_t *r);
 void ngx_http_meta_webhook_periods(ngx_http_meta_webhook_loc_conf_t *lcf,
     time_t now, ngx_mw_send_op_t *op);
+
+/* ngx_http_meta_webhook_memcached.c */
+char *ngx_http_meta_webhook_memcached(ngx_conf_t *cf,
+    ngx_http_meta_webhook_main_conf_t *mmcf, ngx_str_t *args,
+    ngx_uint_t nargs);
 
 /* ngx_http_meta_webhook_json.c */
 void ngx_http_meta_webhook_json_init(void);

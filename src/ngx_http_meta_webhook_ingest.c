@@ -45,6 +45,8 @@ static ngx_int_t ngx_http_meta_webhook_send(ngx_http_request_t *r,
 static void ngx_http_meta_webhook_settle(ngx_http_request_t *r,
     ngx_http_meta_webhook_ctx_t *ctx, ngx_uint_t commit);
 static void ngx_http_meta_webhook_cleanup(void *data);
+static void ngx_http_meta_webhook_claim_done(ngx_mw_ingest_t *op);
+static void ngx_http_meta_webhook_guard(ngx_event_t *ev);
 static int ngx_libc_cdecl ngx_http_meta_webhook_cmp_keys(const void *one,
     const void *two);
 
@@ -700,7 +702,6 @@ ngx_http_meta_webhook_claim(ngx_http_request_t *r,
     ngx_http_meta_webhook_ctx_t *ctx)
 {
     ngx_int_t                           rc;
-    json_t                             *id;
     ngx_uint_t                          i, n, nc, nk;
     mw_update_t                        *u;
     ngx_mw_ingest_t                    *op;
@@ -785,10 +786,7 @@ ngx_http_meta_webhook_claim(ngx_http_request_t *r,
             co->close = 1;
             co->expires = 0;
 
-            id = json_object_get(u->event, "id");
-            mw_key_sent(co->sent, json_string_value(id) ? json_string_value(id)
-                                                         : "",
-                        json_string_length(id));
+            mw_key_sent(co->sent, u->id, u->id_len);
         }
     }
 
@@ -809,9 +807,26 @@ ngx_http_meta_webhook_claim(ngx_http_request_t *r,
         op->owner = 1;
     }
 
+    op->data = r;
+    op->pool = r->pool;
+    op->done = ngx_http_meta_webhook_claim_done;
+
     rc = mmcf->ops->ingest(mmcf->state, op);
 
     if (rc == NGX_AGAIN) {
+        /*
+         * The state works in a thread: the request waits, blocked so that
+         * nothing frees it meanwhile, and with a timer so that a worker
+         * shutting down gracefully waits for it too.
+         */
+        r->main->blocked++;
+        r->write_event_handler = ngx_http_request_empty_handler;
+
+        ctx->guard.handler = ngx_http_meta_webhook_guard;
+        ctx->guard.data = r;
+        ctx->guard.log = r->connection->log;
+        ngx_add_timer(&ctx->guard, (ngx_msec_t) lcf->claim_timeout * 1000);
+
         return NGX_AGAIN;
     }
 
@@ -820,6 +835,57 @@ ngx_http_meta_webhook_claim(ngx_http_request_t *r,
     }
 
     return ngx_http_meta_webhook_claimed(r, ctx);
+}
+
+
+static void
+ngx_http_meta_webhook_claim_done(ngx_mw_ingest_t *op)
+{
+    ngx_connection_t             *c;
+    ngx_http_request_t           *r;
+    ngx_http_meta_webhook_ctx_t  *ctx;
+
+    r = op->data;
+    c = r->connection;
+
+    ngx_http_set_log_request(c->log, r);
+
+    r->main->blocked--;
+
+    ctx = ngx_http_meta_webhook_get_ctx(r);
+
+    if (ctx->guard.timer_set) {
+        ngx_del_timer(&ctx->guard);
+    }
+
+    ctx->status = ngx_http_meta_webhook_claimed(r, ctx);
+
+    if (c->error) {
+        /* the request was terminated meanwhile: nothing is handed off */
+        if (ctx->result == NGX_MW_RESULT_NEW) {
+            ngx_http_meta_webhook_settle(r, ctx, 0);
+        }
+
+        r->write_event_handler(r);
+        ngx_http_run_posted_requests(c);
+        return;
+    }
+
+    r->preserve_body = 1;
+
+    r->write_event_handler = ngx_http_core_run_phases;
+    ngx_http_core_run_phases(r);
+    ngx_http_run_posted_requests(c);
+}
+
+
+static void
+ngx_http_meta_webhook_guard(ngx_event_t *ev)
+{
+    /* the backend's own timeouts are far shorter: only say so */
+    ngx_log_error(NGX_LOG_WARN, ev->log, 0,
+                  "meta_webhook: the state has not answered for longer "
+                  "than \"meta_webhook_claim_timeout\"");
 }
 
 

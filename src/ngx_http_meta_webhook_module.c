@@ -327,7 +327,7 @@ ngx_http_meta_webhook_events_variable(ngx_http_request_t *r,
 
         ctx->events.data = ngx_pnalloc(r->main->pool, len);
         if (ctx->events.data == NULL) {
-            free(json);
+            mw_json_free(json);
             return NGX_ERROR;
         }
 
@@ -335,7 +335,7 @@ ngx_http_meta_webhook_events_variable(ngx_http_request_t *r,
         ctx->events.len = len;
         ctx->events_built = 1;
 
-        free(json);
+        mw_json_free(json);
     }
 
     v->data = ctx->events.data;
@@ -636,10 +636,15 @@ ngx_http_meta_webhook_state(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return "is duplicate";
     }
 
+    if (ngx_strcmp(value[1].data, "memcached") == 0) {
+        return ngx_http_meta_webhook_memcached(cf, mmcf, &value[2],
+                                               cf->args->nelts - 2);
+    }
+
     if (ngx_strcmp(value[1].data, "shm") != 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "unknown meta_webhook_state backend \"%V\"; "
-                           "this build supports \"shm\"", &value[1]);
+                           "\"shm\" or \"memcached\" expected", &value[1]);
         return NGX_CONF_ERROR;
     }
 
@@ -1227,6 +1232,8 @@ ngx_http_meta_webhook_merge_send(ngx_conf_t *cf,
     ngx_http_meta_webhook_loc_conf_t *prev,
     ngx_http_meta_webhook_loc_conf_t *conf)
 {
+    ngx_http_meta_webhook_main_conf_t  *mmcf;
+
     if (conf->send == NGX_CONF_UNSET) {
         conf->send = 0;
     }
@@ -1268,6 +1275,17 @@ ngx_http_meta_webhook_merge_send(ngx_conf_t *cf,
 
     if (!conf->send) {
         return NGX_CONF_OK;
+    }
+
+    mmcf = ngx_http_conf_get_module_main_conf(cf,
+                                              ngx_http_meta_webhook_module);
+
+    if (mmcf->shared) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"meta_webhook_send\" does not work with "
+                           "\"meta_webhook_state memcached\" yet; use the "
+                           "shm state for the send path");
+        return NGX_CONF_ERROR;
     }
 
     if (conf->auth_header.len == 0) {

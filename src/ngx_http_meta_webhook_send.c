@@ -971,12 +971,12 @@ ngx_http_meta_webhook_refuse(ngx_http_request_t *r, ngx_uint_t status,
 
     p = ngx_pnalloc(r->pool, len);
     if (p == NULL) {
-        free(json);
+        mw_json_free(json);
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     ngx_memcpy(p, json, len);
-    free(json);
+    mw_json_free(json);
 
     return ngx_http_meta_webhook_respond(r, status, "application/json", p,
                                          len);
@@ -1022,12 +1022,20 @@ ngx_http_meta_webhook_status_handler(ngx_http_request_t *r)
     ngx_memzero(&op, sizeof(ngx_mw_send_op_t));
     ngx_http_meta_webhook_periods(lcf, now, &op);
 
-    used = 0;
-    daily = 0;
+    used = -1;
+    daily = -1;
 
-    if (mmcf->ops) {
-        (void) mmcf->ops->counter(mmcf->state, op.period, &used);
-        (void) mmcf->ops->counter(mmcf->state, op.day, &daily);
+    /* counts the backend cannot read on the event loop are shown null */
+    if (mmcf->ops
+        && mmcf->ops->counter(mmcf->state, op.period, &used) != NGX_OK)
+    {
+        used = -1;
+    }
+
+    if (mmcf->ops
+        && mmcf->ops->counter(mmcf->state, op.day, &daily) != NGX_OK)
+    {
+        daily = -1;
     }
 
     size = 4096 + NGX_MW_ERROR_CODES * (2 * NGX_ATOMIC_T_LEN + 8);
@@ -1087,12 +1095,15 @@ ngx_http_meta_webhook_status_handler(ngx_http_request_t *r)
         first = 0;
     }
 
-    p = ngx_sprintf(p,
-            "}},\"conversations\":{\"used\":%L,\"limit\":%i,"
-            "\"period_resets_at\":%L,\"business_initiated_today\":%L,"
-            "\"daily_limit\":%i,\"day_resets_at\":%L}}",
-            used, lcf->conversation_limit, op.period_end, daily,
-            lcf->business_verified ? 0 : NGX_MW_DAILY_CAP, op.day_end);
+    p = ngx_sprintf(p, "}},\"conversations\":{\"used\":");
+    p = (used < 0) ? ngx_cpymem(p, "null", 4) : ngx_sprintf(p, "%L", used);
+    p = ngx_sprintf(p, ",\"limit\":%i,\"period_resets_at\":%L,"
+                    "\"business_initiated_today\":",
+                    lcf->conversation_limit, op.period_end);
+    p = (daily < 0) ? ngx_cpymem(p, "null", 4) : ngx_sprintf(p, "%L", daily);
+    p = ngx_sprintf(p, ",\"daily_limit\":%i,\"day_resets_at\":%L}}",
+                    lcf->business_verified ? 0 : NGX_MW_DAILY_CAP,
+                    op.day_end);
 
     return ngx_http_meta_webhook_respond(r, NGX_HTTP_OK, "application/json",
                                          buf, p - buf);

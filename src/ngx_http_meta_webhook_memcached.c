@@ -1,0 +1,785 @@
+/*
+ * The fleet state backend: a memcached cluster, reached with libmemcached.
+ *
+ * Every call blocks, so every call runs in a thread of an nginx thread
+ * pool, with one memcached_st per thread, made on first use and kept.
+ * The servers form a consistent (ketama) ring; one that fails is taken
+ * out of it and tried again after the dead timeout, so its keys move to
+ * the others and no request waits longer than the short timeouts.
+ *
+ * The records and their rules are the shared memory backend's
+ * (mw_state.h); only the operations differ:
+ *
+ *   a claim       add "I<owner>" with the lease as TTL: NOTSTORED means
+ *                 another delivery has it, read to tell "C" (committed,
+ *                 a duplicate) from "I..." (in flight);
+ *   commit        gets, then cas "C" with the dedupe TTL if still ours;
+ *   release       gets, then delete if still ours;
+ *   a contact     gets, change with the rules, cas (add when absent),
+ *                 again when another node changed it meanwhile.
+ *
+ * The counters of the status page stay per node, in a small shared
+ * memory zone.
+ */
+
+#include "ngx_http_meta_webhook.h"
+#include "mw_state.h"
+
+#include <libmemcached/memcached.h>
+
+
+#define NGX_MW_MC_CAS_TRIES   8
+#define NGX_MW_MC_VALUE_MAX   128
+
+
+typedef struct {
+    ngx_array_t                 servers;      /* ngx_url_t */
+    ngx_msec_t                  connect_timeout;
+    ngx_msec_t                  poll_timeout;
+    time_t                      dead_timeout;
+    ngx_str_t                   thread_pool_name;
+    ngx_thread_pool_t          *thread_pool;
+    ngx_log_t                  *log;
+} ngx_mw_mc_t;
+
+
+typedef struct {
+    ngx_mw_mc_t                *mc;
+    ngx_mw_claim_t             *claims;
+    ngx_uint_t                  n;
+    uint64_t                    owner;
+    ngx_uint_t                  commit;
+    time_t                      ttl;
+} ngx_mw_mc_settle_t;
+
+
+typedef struct {
+    ngx_mw_mc_t                *mc;
+    ngx_mw_ingest_t            *op;
+} ngx_mw_mc_ingest_t;
+
+
+static ngx_int_t ngx_http_meta_webhook_mc_ingest(void *state,
+    ngx_mw_ingest_t *op);
+static void ngx_http_meta_webhook_mc_settle(void *state,
+    ngx_mw_claim_t *claims, ngx_uint_t n, uint64_t owner, ngx_uint_t commit,
+    time_t ttl, ngx_log_t *log);
+static ngx_int_t ngx_http_meta_webhook_mc_reserve(void *state,
+    ngx_mw_send_op_t *op);
+static void ngx_http_meta_webhook_mc_unreserve(void *state,
+    ngx_mw_send_op_t *op);
+static ngx_int_t ngx_http_meta_webhook_mc_contact(void *state, u_char *key,
+    mw_contact_state_t *cs);
+static ngx_int_t ngx_http_meta_webhook_mc_counter(void *state, u_char *key,
+    int64_t *value);
+static void ngx_http_meta_webhook_mc_sent(void *state, u_char *sent,
+    u_char *contact, time_t ttl, ngx_log_t *log);
+
+
+ngx_mw_state_ops_t  ngx_http_meta_webhook_memcached_ops = {
+    ngx_string("memcached"),
+    ngx_http_meta_webhook_mc_ingest,
+    ngx_http_meta_webhook_mc_settle,
+    ngx_http_meta_webhook_mc_reserve,
+    ngx_http_meta_webhook_mc_unreserve,
+    ngx_http_meta_webhook_mc_contact,
+    ngx_http_meta_webhook_mc_counter,
+    ngx_http_meta_webhook_mc_sent
+};
+
+
+/* one handle per thread, for the configuration that made it */
+
+static __thread memcached_st  *ngx_mw_mc_handle;
+static __thread ngx_mw_mc_t   *ngx_mw_mc_handle_owner;
+
+
+static memcached_st *
+ngx_mw_mc_get_handle(ngx_mw_mc_t *mc, ngx_log_t *log)
+{
+    u_char             host[NGX_SOCKADDR_STRLEN + 1];
+    ngx_uint_t         i;
+    ngx_url_t         *u;
+    memcached_st      *m;
+    memcached_return_t rc;
+
+    if (ngx_mw_mc_handle && ngx_mw_mc_handle_owner == mc) {
+        return ngx_mw_mc_handle;
+    }
+
+    if (ngx_mw_mc_handle) {
+        memcached_free(ngx_mw_mc_handle);
+        ngx_mw_mc_handle = NULL;
+    }
+
+    m = memcached_create(NULL);
+    if (m == NULL) {
+        return NULL;
+    }
+
+    u = mc->servers.elts;
+
+    for (i = 0; i < mc->servers.nelts; i++) {
+        ngx_cpystrn(host, u[i].host.data,
+                    ngx_min(u[i].host.len + 1, sizeof(host)));
+
+        rc = memcached_server_add(m, (const char *) host, u[i].port);
+
+        if (rc != MEMCACHED_SUCCESS) {
+            ngx_log_error(NGX_LOG_ERR, log, 0,
+                          "meta_webhook: memcached server \"%V\": %s",
+                          &u[i].url, memcached_strerror(m, rc));
+        }
+    }
+
+    /* ASCII protocol: memcached deprecated the binary one */
+    (void) memcached_behavior_set(m, MEMCACHED_BEHAVIOR_DISTRIBUTION,
+                                  MEMCACHED_DISTRIBUTION_CONSISTENT_KETAMA);
+    (void) memcached_behavior_set(m, MEMCACHED_BEHAVIOR_SUPPORT_CAS, 1);
+    (void) memcached_behavior_set(m, MEMCACHED_BEHAVIOR_NO_BLOCK, 1);
+    (void) memcached_behavior_set(m, MEMCACHED_BEHAVIOR_TCP_NODELAY, 1);
+    (void) memcached_behavior_set(m, MEMCACHED_BEHAVIOR_CONNECT_TIMEOUT,
+                                  mc->connect_timeout);
+    (void) memcached_behavior_set(m, MEMCACHED_BEHAVIOR_POLL_TIMEOUT,
+                                  mc->poll_timeout);
+    (void) memcached_behavior_set(m, MEMCACHED_BEHAVIOR_SND_TIMEOUT,
+                                  mc->poll_timeout * 1000);
+    (void) memcached_behavior_set(m, MEMCACHED_BEHAVIOR_RCV_TIMEOUT,
+                                  mc->poll_timeout * 1000);
+
+    /* a failed server leaves the ring, and is tried again later */
+    (void) memcached_behavior_set(m, MEMCACHED_BEHAVIOR_REMOVE_FAILED_SERVERS,
+                                  1);
+    (void) memcached_behavior_set(m, MEMCACHED_BEHAVIOR_SERVER_FAILURE_LIMIT,
+                                  1);
+    (void) memcached_behavior_set(m, MEMCACHED_BEHAVIOR_RETRY_TIMEOUT,
+                                  mc->dead_timeout);
+    (void) memcached_behavior_set(m, MEMCACHED_BEHAVIOR_DEAD_TIMEOUT,
+                                  mc->dead_timeout);
+
+    ngx_mw_mc_handle = m;
+    ngx_mw_mc_handle_owner = mc;
+
+    return m;
+}
+
+
+/* A value and its cas, or MEMCACHED_NOTFOUND. */
+
+static memcached_return_t
+ngx_mw_mc_gets(memcached_st *m, const char *key, char *value, size_t *len,
+    uint64_t *cas)
+{
+    size_t               klen;
+    const char          *keys[1];
+    memcached_return_t   rc;
+    memcached_result_st  result, *res;
+
+    keys[0] = key;
+    klen = strlen(key);
+
+    rc = memcached_mget(m, keys, &klen, 1);
+    if (rc != MEMCACHED_SUCCESS) {
+        return rc;
+    }
+
+    if (memcached_result_create(m, &result) == NULL) {
+        return MEMCACHED_MEMORY_ALLOCATION_FAILURE;
+    }
+
+    res = memcached_fetch_result(m, &result, &rc);
+
+    if (res == NULL) {
+        memcached_result_free(&result);
+        return (rc == MEMCACHED_END || rc == MEMCACHED_SUCCESS
+                || rc == MEMCACHED_NOTFOUND) ? MEMCACHED_NOTFOUND : rc;
+    }
+
+    *len = memcached_result_length(res);
+
+    if (*len >= NGX_MW_MC_VALUE_MAX) {
+        *len = NGX_MW_MC_VALUE_MAX - 1;
+    }
+
+    memcpy(value, memcached_result_value(res), *len);
+    value[*len] = '\0';
+    *cas = memcached_result_cas(res);
+
+    /* drain the end of the answer */
+    while (memcached_fetch_result(m, &result, &rc) != NULL) {
+        /* void */
+    }
+
+    memcached_result_free(&result);
+
+    return MEMCACHED_SUCCESS;
+}
+
+
+static ngx_uint_t
+ngx_mw_mc_failed(memcached_return_t rc)
+{
+    return rc != MEMCACHED_SUCCESS && rc != MEMCACHED_NOTFOUND
+           && rc != MEMCACHED_NOTSTORED && rc != MEMCACHED_DATA_EXISTS
+           && rc != MEMCACHED_STORED && rc != MEMCACHED_DELETED
+           && rc != MEMCACHED_END;
+}
+
+
+static ngx_int_t
+ngx_mw_mc_claim(memcached_st *m, ngx_mw_claim_t *c, uint64_t owner,
+    time_t lease, ngx_log_t *log)
+{
+    int                 tries;
+    char                key[MW_KEY_TEXT_LEN + 1], value[NGX_MW_MC_VALUE_MAX];
+    char                mine[32];
+    size_t              len, mlen;
+    uint64_t            cas;
+    memcached_return_t  rc;
+
+    mw_key_text(key, MW_KEY_DEDUPE, c->key);
+    mlen = ngx_sprintf((u_char *) mine, "I%016uxL", owner) - (u_char *) mine;
+
+    for (tries = 0; tries < 2; tries++) {
+
+        rc = memcached_add(m, key, MW_KEY_TEXT_LEN, mine, mlen,
+                           (time_t) lease, 0);
+
+        if (rc == MEMCACHED_SUCCESS) {
+            c->result = NGX_MW_CLAIM_NEW;
+            return NGX_OK;
+        }
+
+        if (rc != MEMCACHED_NOTSTORED && rc != MEMCACHED_DATA_EXISTS) {
+            ngx_log_error(NGX_LOG_ERR, log, 0,
+                          "meta_webhook: memcached add failed: %s",
+                          memcached_strerror(m, rc));
+            return NGX_ERROR;
+        }
+
+        rc = ngx_mw_mc_gets(m, key, value, &len, &cas);
+
+        if (rc == MEMCACHED_NOTFOUND) {
+            /* released or expired in between: claim it again */
+            continue;
+        }
+
+        if (rc != MEMCACHED_SUCCESS) {
+            ngx_log_error(NGX_LOG_ERR, log, 0,
+                          "meta_webhook: memcached get failed: %s",
+                          memcached_strerror(m, rc));
+            return NGX_ERROR;
+        }
+
+        c->result = (len == 1 && value[0] == 'C') ? NGX_MW_CLAIM_DUPLICATE
+                                                  : NGX_MW_CLAIM_BUSY;
+        return NGX_OK;
+    }
+
+    c->result = NGX_MW_CLAIM_BUSY;
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_mw_mc_contact(memcached_st *m, ngx_mw_contact_op_t *co, time_t now,
+    ngx_log_t *log)
+{
+    int                 tries, n;
+    char                key[MW_KEY_TEXT_LEN + 1], value[NGX_MW_MC_VALUE_MAX];
+    char                text[MW_CONTACT_TEXT_MAX + 1];
+    size_t              len;
+    int64_t             ttl;
+    uint64_t            cas;
+    mw_contact_rec_t    c;
+    memcached_return_t  rc;
+
+    mw_key_text(key, MW_KEY_CONTACT, co->key);
+
+    for (tries = 0; tries < NGX_MW_MC_CAS_TRIES; tries++) {
+
+        rc = ngx_mw_mc_gets(m, key, value, &len, &cas);
+
+        if (ngx_mw_mc_failed(rc)) {
+            ngx_log_error(NGX_LOG_ERR, log, 0,
+                          "meta_webhook: memcached get failed: %s",
+                          memcached_strerror(m, rc));
+            return NGX_ERROR;
+        }
+
+        ngx_memzero(&c, sizeof(mw_contact_rec_t));
+
+        if (rc == MEMCACHED_SUCCESS && mw_contact_decode(&c, value, len) != 0)
+        {
+            /* not ours to read: start the contact afresh */
+            ngx_memzero(&c, sizeof(mw_contact_rec_t));
+        }
+
+        if (co->close) {
+            if (rc == MEMCACHED_NOTFOUND) {
+                co->expires = 0;
+                return NGX_OK;
+            }
+
+            mw_contact_close(&c, co->from);
+
+        } else {
+            mw_contact_message(&c, co->from, (int) co->optin, co->optin_ts);
+        }
+
+        n = mw_contact_encode(&c, text, sizeof(text));
+        if (n < 0) {
+            return NGX_ERROR;
+        }
+
+        ttl = mw_ttl(mw_contact_expiry(&c, now), now);
+
+        if (rc == MEMCACHED_NOTFOUND) {
+            rc = memcached_add(m, key, MW_KEY_TEXT_LEN, text, n,
+                               (time_t) ttl, 0);
+        } else {
+            rc = memcached_cas(m, key, MW_KEY_TEXT_LEN, text, n,
+                               (time_t) ttl, 0, cas);
+        }
+
+        if (rc == MEMCACHED_SUCCESS) {
+            co->expires = c.window;
+            return NGX_OK;
+        }
+
+        if (rc != MEMCACHED_DATA_EXISTS && rc != MEMCACHED_NOTSTORED
+            && rc != MEMCACHED_NOTFOUND)
+        {
+            ngx_log_error(NGX_LOG_ERR, log, 0,
+                          "meta_webhook: memcached cas failed: %s",
+                          memcached_strerror(m, rc));
+            return NGX_ERROR;
+        }
+
+        /* another node changed the contact meanwhile: read it again */
+    }
+
+    ngx_log_error(NGX_LOG_ERR, log, 0,
+                  "meta_webhook: a contact changed %d times while being "
+                  "updated", NGX_MW_MC_CAS_TRIES);
+
+    return NGX_ERROR;
+}
+
+
+static void
+ngx_mw_mc_release_new(memcached_st *m, ngx_mw_ingest_t *op)
+{
+    char        key[MW_KEY_TEXT_LEN + 1];
+    ngx_uint_t  i;
+
+    for (i = 0; i < op->nclaims; i++) {
+        if (op->claims[i].result == NGX_MW_CLAIM_NEW) {
+            mw_key_text(key, MW_KEY_DEDUPE, op->claims[i].key);
+            (void) memcached_delete(m, key, MW_KEY_TEXT_LEN, 0);
+            op->claims[i].result = NGX_MW_CLAIM_BUSY;
+        }
+    }
+}
+
+
+/* In a thread: the whole delivery's state work. */
+
+static void
+ngx_mw_mc_ingest_thread(void *data, ngx_log_t *log)
+{
+    ngx_mw_mc_ingest_t *t = data;
+
+    ngx_uint_t        i;
+    memcached_st     *m;
+    ngx_mw_ingest_t  *op;
+
+    op = t->op;
+    op->rc = NGX_ERROR;
+
+    m = ngx_mw_mc_get_handle(t->mc, log);
+    if (m == NULL) {
+        return;
+    }
+
+    for (i = 0; i < op->nclaims; i++) {
+        op->claims[i].result = NGX_MW_CLAIM_BUSY;
+    }
+
+    for (i = 0; i < op->nclaims; i++) {
+        if (ngx_mw_mc_claim(m, &op->claims[i], op->owner, op->claim_timeout,
+                            log)
+            != NGX_OK)
+        {
+            ngx_mw_mc_release_new(m, op);
+            return;
+        }
+    }
+
+    for (i = 0; i < op->ncontacts; i++) {
+        if (ngx_mw_mc_contact(m, &op->contacts[i], op->now, log) != NGX_OK) {
+            ngx_mw_mc_release_new(m, op);
+            return;
+        }
+    }
+
+    op->rc = NGX_OK;
+}
+
+
+static void
+ngx_mw_mc_ingest_done(ngx_event_t *ev)
+{
+    ngx_mw_mc_ingest_t *t = ev->data;
+
+    t->op->done(t->op);
+}
+
+
+static ngx_int_t
+ngx_http_meta_webhook_mc_ingest(void *state, ngx_mw_ingest_t *op)
+{
+    ngx_mw_mc_t *mc = state;
+
+    ngx_thread_task_t   *task;
+    ngx_mw_mc_ingest_t  *t;
+
+    task = ngx_thread_task_alloc(op->pool, sizeof(ngx_mw_mc_ingest_t));
+    if (task == NULL) {
+        op->rc = NGX_ERROR;
+        return NGX_OK;
+    }
+
+    t = task->ctx;
+    t->mc = mc;
+    t->op = op;
+
+    task->handler = ngx_mw_mc_ingest_thread;
+    task->event.handler = ngx_mw_mc_ingest_done;
+    task->event.data = t;
+
+    if (ngx_thread_task_post(mc->thread_pool, task) != NGX_OK) {
+        op->rc = NGX_ERROR;
+        return NGX_OK;
+    }
+
+    return NGX_AGAIN;
+}
+
+
+/* In a thread: commit or release a delivery's claims, if still ours. */
+
+static void
+ngx_mw_mc_settle_thread(void *data, ngx_log_t *log)
+{
+    ngx_mw_mc_settle_t *s = data;
+
+    char                key[MW_KEY_TEXT_LEN + 1], value[NGX_MW_MC_VALUE_MAX];
+    char                mine[32];
+    size_t              len, mlen;
+    uint64_t            cas;
+    ngx_uint_t          i, lapsed;
+    memcached_st       *m;
+    memcached_return_t  rc;
+
+    m = ngx_mw_mc_get_handle(s->mc, log);
+    if (m == NULL) {
+        return;
+    }
+
+    mlen = ngx_sprintf((u_char *) mine, "I%016uxL", s->owner)
+           - (u_char *) mine;
+    lapsed = 0;
+
+    for (i = 0; i < s->n; i++) {
+        mw_key_text(key, MW_KEY_DEDUPE, s->claims[i].key);
+
+        rc = ngx_mw_mc_gets(m, key, value, &len, &cas);
+
+        if (rc != MEMCACHED_SUCCESS || len != mlen
+            || ngx_memcmp(value, mine, mlen) != 0)
+        {
+            lapsed++;
+            continue;
+        }
+
+        if (s->commit) {
+            rc = memcached_cas(m, key, MW_KEY_TEXT_LEN, "C", 1,
+                               (time_t) mw_ttl(ngx_time() + s->ttl,
+                                               ngx_time()),
+                               0, cas);
+        } else {
+            rc = memcached_delete(m, key, MW_KEY_TEXT_LEN, 0);
+        }
+
+        if (ngx_mw_mc_failed(rc)) {
+            ngx_log_error(NGX_LOG_ERR, log, 0,
+                          "meta_webhook: memcached could not %s a claim: "
+                          "%s; its lease ends it", s->commit ? "commit"
+                                                             : "release",
+                          memcached_strerror(m, rc));
+        }
+    }
+
+    if (lapsed && s->commit) {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "meta_webhook: %ui updates were handed off after "
+                      "their claims lapsed or memcached lost them; a retry "
+                      "of them may be handed off again", lapsed);
+    }
+}
+
+
+static void
+ngx_mw_mc_settle_done(ngx_event_t *ev)
+{
+    ngx_free(ev->data);
+}
+
+
+static void
+ngx_http_meta_webhook_mc_settle(void *state, ngx_mw_claim_t *claims,
+    ngx_uint_t n, uint64_t owner, ngx_uint_t commit, time_t ttl,
+    ngx_log_t *log)
+{
+    ngx_mw_mc_t *mc = state;
+
+    u_char              *p;
+    ngx_thread_task_t   *task;
+    ngx_mw_mc_settle_t  *s;
+
+    /*
+     * The request may be gone before the thread runs: the task carries
+     * its own copy of the claims, on the heap, freed when it completes.
+     */
+
+    p = ngx_calloc(sizeof(ngx_thread_task_t) + sizeof(ngx_mw_mc_settle_t)
+                   + n * sizeof(ngx_mw_claim_t), log);
+    if (p == NULL) {
+        return;
+    }
+
+    task = (ngx_thread_task_t *) p;
+    s = (ngx_mw_mc_settle_t *) (p + sizeof(ngx_thread_task_t));
+
+    s->mc = mc;
+    s->claims = (ngx_mw_claim_t *) (p + sizeof(ngx_thread_task_t)
+                                    + sizeof(ngx_mw_mc_settle_t));
+    s->n = n;
+    s->owner = owner;
+    s->commit = commit;
+    s->ttl = ttl;
+
+    ngx_memcpy(s->claims, claims, n * sizeof(ngx_mw_claim_t));
+
+    task->ctx = s;
+    task->handler = ngx_mw_mc_settle_thread;
+    task->event.handler = ngx_mw_mc_settle_done;
+    task->event.data = p;
+    task->event.log = log;
+
+    if (ngx_thread_task_post(mc->thread_pool, task) != NGX_OK) {
+        ngx_free(p);
+    }
+}
+
+
+/*
+ * The send path, its session query and the status page's conversation
+ * counts are not served by this backend yet: nginx -t refuses
+ * meta_webhook_send with it, and these answer "unavailable".
+ */
+
+static ngx_int_t
+ngx_http_meta_webhook_mc_reserve(void *state, ngx_mw_send_op_t *op)
+{
+    op->rc = NGX_ERROR;
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_meta_webhook_mc_unreserve(void *state, ngx_mw_send_op_t *op)
+{
+}
+
+
+static ngx_int_t
+ngx_http_meta_webhook_mc_contact(void *state, u_char *key,
+    mw_contact_state_t *cs)
+{
+    return NGX_ERROR;
+}
+
+
+static ngx_int_t
+ngx_http_meta_webhook_mc_counter(void *state, u_char *key, int64_t *value)
+{
+    *value = 0;
+    return NGX_DECLINED;
+}
+
+
+static void
+ngx_http_meta_webhook_mc_sent(void *state, u_char *sent, u_char *contact,
+    time_t ttl, ngx_log_t *log)
+{
+}
+
+
+/*
+ * meta_webhook_state memcached HOST:PORT ... [connect_timeout=T]
+ *     [poll_timeout=T] [dead_timeout=T] [thread_pool=NAME] [zone=NAME:SIZE]
+ */
+
+char *
+ngx_http_meta_webhook_memcached(ngx_conf_t *cf,
+    ngx_http_meta_webhook_main_conf_t *mmcf, ngx_str_t *args,
+    ngx_uint_t nargs)
+{
+    char         *rv;
+    u_char       *p;
+    ssize_t       size;
+    ngx_str_t     name, s;
+    ngx_int_t     t;
+    ngx_uint_t    i;
+    ngx_url_t    *u;
+    ngx_mw_mc_t  *mc;
+
+#if !(NGX_THREADS)
+    return "requires nginx built with threads (--with-threads)";
+#else
+
+    mc = ngx_pcalloc(cf->pool, sizeof(ngx_mw_mc_t));
+    if (mc == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_array_init(&mc->servers, cf->pool, 4, sizeof(ngx_url_t))
+        != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    mc->connect_timeout = 300;
+    mc->poll_timeout = 300;
+    mc->dead_timeout = 10;
+    ngx_str_set(&mc->thread_pool_name, "default");
+    mc->log = cf->log;
+
+    ngx_str_set(&name, "meta_webhook");
+    size = 1024 * 1024;
+
+    for (i = 0; i < nargs; i++) {
+
+        if (ngx_strncmp(args[i].data, "connect_timeout=", 16) == 0
+            || ngx_strncmp(args[i].data, "poll_timeout=", 13) == 0)
+        {
+            p = (u_char *) ngx_strchr(args[i].data, '=') + 1;
+            s.data = p;
+            s.len = args[i].data + args[i].len - p;
+
+            t = ngx_parse_time(&s, 0);
+            if (t == NGX_ERROR || t == 0) {
+                goto invalid;
+            }
+
+            if (args[i].data[0] == 'c') {
+                mc->connect_timeout = (ngx_msec_t) t;
+            } else {
+                mc->poll_timeout = (ngx_msec_t) t;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(args[i].data, "dead_timeout=", 13) == 0) {
+            s.data = args[i].data + 13;
+            s.len = args[i].len - 13;
+
+            t = ngx_parse_time(&s, 1);
+            if (t == NGX_ERROR || t == 0) {
+                goto invalid;
+            }
+
+            mc->dead_timeout = (time_t) t;
+            continue;
+        }
+
+        if (ngx_strncmp(args[i].data, "thread_pool=", 12) == 0) {
+            mc->thread_pool_name.data = args[i].data + 12;
+            mc->thread_pool_name.len = args[i].len - 12;
+            continue;
+        }
+
+        if (ngx_strncmp(args[i].data, "zone=", 5) == 0) {
+            name.data = args[i].data + 5;
+            p = (u_char *) ngx_strchr(name.data, ':');
+
+            if (p == NULL) {
+                goto invalid;
+            }
+
+            name.len = p - name.data;
+            s.data = p + 1;
+            s.len = args[i].data + args[i].len - s.data;
+
+            size = ngx_parse_size(&s);
+            if (name.len == 0 || size == NGX_ERROR) {
+                goto invalid;
+            }
+
+            continue;
+        }
+
+        u = ngx_array_push(&mc->servers);
+        if (u == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        ngx_memzero(u, sizeof(ngx_url_t));
+        u->url = args[i];
+        u->no_resolve = 1;
+
+        if (ngx_parse_url(cf->pool, u) != NGX_OK || u->no_port
+            || u->uri.len)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid memcached server \"%V\": HOST:PORT "
+                               "expected", &args[i]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    if (mc->servers.nelts == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"meta_webhook_state memcached\" needs at least "
+                           "one HOST:PORT");
+        return NGX_CONF_ERROR;
+    }
+
+    mc->thread_pool = ngx_thread_pool_add(cf, &mc->thread_pool_name);
+    if (mc->thread_pool == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    /* the per-node counters of the status page */
+
+    rv = ngx_http_meta_webhook_shm_zone(cf, mmcf, &name, (size_t) size);
+    if (rv != NGX_CONF_OK) {
+        return rv;
+    }
+
+    mmcf->ops = &ngx_http_meta_webhook_memcached_ops;
+    mmcf->state = mc;
+    mmcf->shared = 1;
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid parameter \"%V\"",
+                       &args[i]);
+    return NGX_CONF_ERROR;
+#endif
+}
