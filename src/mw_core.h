@@ -217,6 +217,15 @@ json_t *mw_json_parse(const char *buf, size_t len, char *err,
 /* err after an allocation failure: a retry may succeed, unlike the rest */
 #define MW_JSON_ENOMEM       "out of memory"
 
+/*
+ * Releases memory that came from jansson's allocator: json_dumps()'s
+ * result, and the core's results documented as such (mw_batch_dump(),
+ * mw_graph_error()).  A caller may install its own allocator with
+ * json_set_alloc_funcs(), whose free() need not accept what malloc()
+ * returned, so plain free() is never right for them.  NULL is ignored.
+ */
+void mw_json_free(void *p);
+
 
 /* ---------------------------------------------------------------------- */
 /* mw_event.c: normalize and classify a delivery                           */
@@ -241,6 +250,29 @@ typedef enum {
     MW_OPTIN_OUT                    /* STOP */
 } mw_optin_e;
 
+/*
+ * What mw_batch_dump() writes an update's event from: references into the
+ * batch's document, taken while parsing, so that a request which never
+ * reads the events never builds them.  Private to mw_event.c.
+ */
+typedef struct {
+    json_t                  *item;          /* the message, status, error
+                                               item, change value or
+                                               malformed item */
+    json_t                  *raw;           /* the contact as Meta wrote
+                                               it, or NULL */
+    json_t                  *type;          /* message: "type";
+                                               change: "field" */
+    json_t                  *obj;           /* message: the type's member */
+    json_t                  *waba_id;
+    json_t                  *pnid;          /* NULL when absent */
+    json_t                  *display;       /* NULL when absent */
+    json_t                  *contacts;      /* value.contacts[], or NULL */
+    const char              *member;        /* malformed item's member */
+    unsigned                 form:3;
+    unsigned                 one_sender:1;
+} mw_event_src_t;
+
 typedef struct {
     mw_kind_e                kind;
     mw_class_e               cls;
@@ -250,23 +282,34 @@ typedef struct {
     const char              *phone_number_id;   /* "" when absent */
     const char              *status;        /* statuses: "sent", ... */
 
+    /*
+     * Meta's id of the update: the message's or the status's "id" (the
+     * event's "id"), "" when absent and for errors and changes.  Points
+     * into the batch's document; id_len counts a "\u0000" inside.
+     */
+    const char              *id;
+    size_t                   id_len;
+
     char                     contact[MW_CONTACT_MAX];  /* "" when none */
 
     int64_t                  timestamp;     /* -1: absent or invalid */
     int64_t                  window_from;   /* mw_window_from() */
+    int64_t                  window_expires;    /* mw_event_set_window(),
+                                                   0: none */
     int                      error_code;    /* first errors[].code, or 0 */
 
     unsigned char            key[MW_KEY_LEN];   /* dedupe key */
     unsigned char            contact_key[MW_KEY_LEN];  /* if contact */
 
-    json_t                  *event;         /* the normalized event */
+    mw_event_src_t           src;           /* mw_event.c's own */
 } mw_update_t;
 
 typedef struct {
     json_t                  *root;
-    mw_update_t             *updates;
+    mw_update_t             *updates;       /* malloc()ed */
     size_t                   nupdates;
     size_t                   nalloc;
+    size_t                   len;           /* of the delivery's body */
     char                     error[128];    /* why the batch is unusable */
 } mw_batch_t;
 
@@ -276,25 +319,51 @@ typedef struct {
 #define MW_BATCH_ENOMEM      -3
 
 /*
- * Parses, normalizes and classifies a whole delivery: every update of
- * entry[] x changes[] x (messages[] | statuses[] | errors[]), in order.
- * The batch owns every json_t it holds; release it with mw_batch_free()
- * whatever the result.
+ * Parses and classifies a whole delivery: every update of entry[] x
+ * changes[] x (messages[] | statuses[] | errors[]), in order, with what
+ * deciding about it takes (kind, class, contact, keys, ...).  The
+ * normalized events themselves are only written by mw_batch_dump().
+ * The batch owns its document (root) and its updates array; release it
+ * with mw_batch_free() whatever the result, or with mw_batch_drop().
  */
 int mw_batch_parse(mw_batch_t *b, const char *buf, size_t len,
     const mw_quarantine_conf_t *qc, int64_t now);
 void mw_batch_free(mw_batch_t *b);
 
-/* Sets "window": {"expires_at": expires} on a message event. */
+/*
+ * Releases only the batch's own malloc()ed memory (the updates array),
+ * not its jansson values: for a caller whose jansson allocator
+ * (json_set_alloc_funcs()) releases a whole request's values at once, so
+ * that the json_decref() walk over the document is saved.  The document
+ * must not be used after that memory goes; the batch is left empty, so a
+ * later mw_batch_free() or mw_batch_drop() does nothing.
+ */
+void mw_batch_drop(mw_batch_t *b);
+
+/*
+ * Records the contact's window for an update's event: mw_batch_dump()
+ * then writes "window": {"expires_at": expires} at the end of it.
+ * expires 0 means no window (mw_window_advance() never gives 0).
+ * Returns 0, or -1 when u is NULL.
+ */
 int mw_event_set_window(mw_update_t *u, int64_t expires);
 
 /*
  * Serializes {"events":[...]} from the updates whose skip[i] is 0 (skip
  * may be NULL: all).  Compact, one line, UTF-8, control characters
- * escaped.  Returns a malloc()ed string and its length, or NULL.
+ * escaped; members in a fixed order (docs/events.md).  Returns a string
+ * from jansson's allocator, to be released with mw_json_free(), and its
+ * length; or NULL when out of memory.
  */
 char *mw_batch_dump(const mw_batch_t *b, const unsigned char *skip,
     size_t *len);
+
+/*
+ * The event of update i as a jansson object, exactly what mw_batch_dump()
+ * writes for it, read back: for tests and debugging, not for a request's
+ * path.  A new reference (json_decref() it), or NULL.
+ */
+json_t *mw_update_event(const mw_batch_t *b, size_t i);
 
 
 /* ---------------------------------------------------------------------- */
@@ -333,7 +402,8 @@ void mw_send_free(mw_send_req_t *req);
  * A Graph-style error body:
  *   {"error":{"message":M,"type":T,"code":C,
  *             "error_data":{"messaging_product":"whatsapp","details":D}}}
- * details may be NULL.  Returns a malloc()ed string, or NULL.
+ * details may be NULL.  Returns a string from jansson's allocator, to be
+ * released with mw_json_free(), or NULL.
  */
 char *mw_graph_error(int code, const char *type, const char *message,
     const char *details, size_t *len);

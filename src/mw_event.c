@@ -2,18 +2,24 @@
  * nginx-meta-webhook: normalize and classify a delivery.
  *
  * A delivery is entry[] x changes[] x (messages[] | statuses[] | errors[]);
- * each item becomes one update with a normalized event, a dedupe key and,
- * for a contact, the contact's state key.  The envelope is checked
- * strictly, because a body of the wrong shape is not a delivery at all;
- * inside it everything is lenient, because an odd message from Meta must
- * still reach the application rather than be lost.
+ * each item becomes one update with its class, a dedupe key and, for a
+ * contact, the contact's state key.  The envelope is checked strictly,
+ * because a body of the wrong shape is not a delivery at all; inside it
+ * everything is lenient, because an odd message from Meta must still
+ * reach the application rather than be lost.
  *
- * Events share the parsed document's strings and objects by reference
- * count instead of copying them: a delivery is parsed once per request and
- * copies would be most of the work.
+ * Parsing extracts only what deciding about an update takes.  The
+ * normalized event is written by mw_batch_dump(), straight from the
+ * parsed document into the output buffer: most requests never read the
+ * events, and for those that do, building a jansson object per event only
+ * to serialize it at once was most of the work.  The writer reproduces
+ * jansson's compact serialization byte for byte (the same escapes, number
+ * formats and member order), so the output is what json_dumps() of the
+ * same event would give.
  */
 
 #include <limits.h>
+#include <locale.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,45 +33,22 @@
 #define mw_strlen(s)         (sizeof(s) - 1)
 
 
-/* strings every event uses: made once per batch and shared */
+/* the shapes of events, by what the update was parsed from */
 typedef enum {
-    MW_S_EMPTY = 0,
-    MW_S_WHATSAPP,
-    MW_S_MESSAGE,
-    MW_S_STATUS,
-    MW_S_ERROR,
-    MW_S_CHANGE,
-    MW_S_SUPPORTED,
-    MW_S_UNSUPPORTED,
-    MW_S_QUARANTINED,
-    MW_S_REACTION,
-    MW_S_DELETED,
-    MW_S_UNSUPPORTED_ATTACHMENT,
-    MW_S_UNSUPPORTED_TYPE,
-    MW_S_IN,
-    MW_S_OUT,
-    MW_S_QUARANTINE_RULE,
-    MW_S_COUNT
-} mw_str_e;
+    MW_FORM_MESSAGE = 0,
+    MW_FORM_STATUS,
+    MW_FORM_DELETED,                /* a legacy "deleted" status */
+    MW_FORM_ERROR,                  /* an item of value.errors[] */
+    MW_FORM_CHANGE,                 /* a change of another field */
+    MW_FORM_ITEM                    /* a malformed messages/statuses item */
+} mw_form_e;
 
-static const char *mw_strings[MW_S_COUNT] = {
-    "",
-    "whatsapp",
-    "message",
-    "status",
-    "error",
-    "change",
-    "supported",
-    "unsupported",
-    "quarantined",
-    "reaction",
-    "deleted",
-    "unsupported_attachment",
-    "unsupported_type",
-    "in",
-    "out",
-    "quarantine_rule"
-};
+
+#define MW_REASON_DELETED            "deleted"
+#define MW_REASON_REACTION           "reaction"
+#define MW_REASON_ATTACHMENT         "unsupported_attachment"
+#define MW_REASON_TYPE               "unsupported_type"
+#define MW_REASON_RULE               "quarantine_rule"
 
 
 typedef struct {
@@ -83,8 +66,6 @@ typedef struct {
     json_t                      *display;       /* NULL when absent */
     json_t                      *contacts;      /* value.contacts[] */
     int                          one_sender;    /* messages[]: one from */
-
-    json_t                      *str[MW_S_COUNT];
 } mw_ctx_t;
 
 
@@ -140,7 +121,7 @@ typedef struct {
     unsigned                 flags;
     int                      scan_depth;    /* -1: not scanned */
     const char *const       *mimes;         /* media: allowed types */
-    mw_str_e                 reason;        /* MW_T_UNSUPPORTED */
+    const char              *reason;        /* MW_T_UNSUPPORTED */
 } mw_type_t;
 
 #define mw_type(name, flags, depth, mimes, reason)                          \
@@ -154,30 +135,48 @@ typedef struct {
  * would misread.
  */
 static const mw_type_t mw_types[] = {
-    mw_type("text", 0, 0, NULL, 0),
-    mw_type("image", 0, 0, mw_mime_image, 0),
-    mw_type("video", 0, 0, mw_mime_video, 0),
-    mw_type("audio", 0, 0, mw_mime_audio, 0),
-    mw_type("document", 0, 0, mw_mime_document, 0),
-    mw_type("sticker", 0, 0, mw_mime_sticker, 0),
-    mw_type("location", 0, 0, NULL, 0),
-    mw_type("contacts", MW_T_ARRAY, -1, NULL, 0),
-    mw_type("interactive", 0, 1, NULL, 0),
-    mw_type("button", 0, 0, NULL, 0),
-    mw_type("order", 0, 0, NULL, 0),
-    mw_type("system", 0, -1, NULL, 0),
-    mw_type("request_welcome", 0, -1, NULL, 0),
-    mw_type("edit", 0, 2, NULL, 0),
-    mw_type("reaction", MW_T_UNSUPPORTED, -1, NULL, MW_S_REACTION),
-    mw_type("revoke", MW_T_UNSUPPORTED, -1, NULL, MW_S_DELETED),
-    { NULL, 0, 0, -1, NULL, 0 }
+    mw_type("text", 0, 0, NULL, NULL),
+    mw_type("image", 0, 0, mw_mime_image, NULL),
+    mw_type("video", 0, 0, mw_mime_video, NULL),
+    mw_type("audio", 0, 0, mw_mime_audio, NULL),
+    mw_type("document", 0, 0, mw_mime_document, NULL),
+    mw_type("sticker", 0, 0, mw_mime_sticker, NULL),
+    mw_type("location", 0, 0, NULL, NULL),
+    mw_type("contacts", MW_T_ARRAY, -1, NULL, NULL),
+    mw_type("interactive", 0, 1, NULL, NULL),
+    mw_type("button", 0, 0, NULL, NULL),
+    mw_type("order", 0, 0, NULL, NULL),
+    mw_type("system", 0, -1, NULL, NULL),
+    mw_type("request_welcome", 0, -1, NULL, NULL),
+    mw_type("edit", 0, 2, NULL, NULL),
+    mw_type("reaction", MW_T_UNSUPPORTED, -1, NULL, MW_REASON_REACTION),
+    mw_type("revoke", MW_T_UNSUPPORTED, -1, NULL, MW_REASON_DELETED),
+    { NULL, 0, 0, -1, NULL, NULL }
 };
 
-/* members whose text is user-written, hence scanned */
+#define MW_TYPE_TEXT         (&mw_types[0])
+
+/*
+ * Members whose text is user-written, hence scanned, in the order they
+ * are scanned: the first detector or rule that fires names the reason.
+ */
 static const char *const mw_scan_keys[] = {
     "body", "caption", "filename", "title", "description", "text",
     "name", "address", "response_json", NULL
 };
+
+#define MW_SCAN_KEYS         9
+
+
+/* the output buffer of mw_batch_dump(), from jansson's allocator */
+typedef struct {
+    char                    *buf;
+    size_t                   len;
+    size_t                   cap;
+    int                      failed;
+    json_malloc_t            alloc;
+    json_free_t              free;
+} mw_out_t;
 
 
 static int mw_envelope(mw_ctx_t *ctx);
@@ -185,8 +184,7 @@ static int mw_change_messages(mw_ctx_t *ctx, json_t *value);
 static void mw_change_other(mw_ctx_t *ctx, json_t *field, json_t *value);
 static void mw_message(mw_ctx_t *ctx, json_t *msg);
 static mw_class_e mw_classify(mw_ctx_t *ctx, const mw_type_t *t,
-    json_t *obj, mw_str_e *reason, const char **qname);
-static void mw_refs(mw_ctx_t *ctx, json_t *ev, json_t *type, json_t *obj);
+    json_t *obj, const char **reason);
 static void mw_status(mw_ctx_t *ctx, json_t *st);
 static void mw_status_deleted(mw_ctx_t *ctx, json_t *st, json_t *id,
     int64_t ts);
@@ -195,23 +193,57 @@ static void mw_malformed(mw_ctx_t *ctx, const char *member, json_t *item);
 static const mw_type_t *mw_type_find(const char *name, size_t len);
 static int mw_mime_allowed(json_t *mime, const char *const *list);
 static const char *mw_scan(mw_ctx_t *ctx, json_t *obj, int depth);
+static int mw_scan_rank(const char *key, size_t len);
 static mw_optin_e mw_optin(json_t *text);
-static void mw_contact(mw_ctx_t *ctx, mw_update_t *u, json_t *ev,
-    const char *key, json_t *raw, int profile);
-static json_t *mw_profile_name(mw_ctx_t *ctx, json_t *raw);
+static json_t *mw_recipient(json_t *st);
+static void mw_contact(mw_ctx_t *ctx, mw_update_t *u, json_t *raw);
 static int64_t mw_timestamp(json_t *v);
 static int mw_code(json_t *error);
 static mw_update_t *mw_update_add(mw_ctx_t *ctx, mw_kind_e kind,
-    int64_t ts);
-static json_t *mw_event_new(mw_ctx_t *ctx, mw_str_e kind, json_t *id,
-    int64_t ts);
-static void mw_event_id(mw_ctx_t *ctx, mw_update_t *u);
+    mw_form_e form, json_t *item, json_t *id, int64_t ts);
 static void mw_key_content(mw_ctx_t *ctx, unsigned char *out,
     const char **parts, size_t *lens, size_t n, json_t *item);
-static json_t *mw_str(mw_ctx_t *ctx, mw_str_e s);
-static void mw_set(mw_ctx_t *ctx, json_t *obj, const char *key, json_t *v);
 static int mw_str_is(json_t *s, const char *lit, size_t len);
-static int mw_dump_cb(const char *buf, size_t size, void *data);
+
+static void mw_event_write(mw_out_t *o, const mw_update_t *u);
+static void mw_write_message(mw_out_t *o, const mw_update_t *u);
+static void mw_write_status(mw_out_t *o, const mw_update_t *u);
+static void mw_write_contact(mw_out_t *o, const mw_update_t *u,
+    const char *member, size_t mlen, int profile);
+static json_t *mw_profile_name(const mw_event_src_t *src, json_t *raw);
+static void mw_write_json(mw_out_t *o, json_t *v);
+static void mw_write_str(mw_out_t *o, const char *s, size_t len);
+static void mw_write_jstr(mw_out_t *o, json_t *s);
+static void mw_write_int(mw_out_t *o, int64_t n);
+static void mw_write_real(mw_out_t *o, double d);
+static int mw_out_grow(mw_out_t *o, size_t n);
+static int mw_utf8_valid(const char *s, size_t len);
+
+
+/* o->len + n fits, or o->failed */
+#define mw_out_reserve(o, n)                                                \
+    ((o)->cap - (o)->len >= (n) || mw_out_grow(o, n) == 0)
+
+#define mw_out_lit(o, s)     mw_out_put(o, s, mw_strlen(s))
+
+
+static inline void
+mw_out_put(mw_out_t *o, const char *s, size_t n)
+{
+    if (mw_out_reserve(o, n)) {
+        memcpy(o->buf + o->len, s, n);
+        o->len += n;
+    }
+}
+
+
+static inline void
+mw_out_ch(mw_out_t *o, char c)
+{
+    if (mw_out_reserve(o, 1)) {
+        o->buf[o->len++] = c;
+    }
+}
 
 
 int
@@ -219,11 +251,11 @@ mw_batch_parse(mw_batch_t *b, const char *buf, size_t len,
     const mw_quarantine_conf_t *qc, int64_t now)
 {
     int        rc;
-    size_t     i;
     mw_ctx_t   ctx;
 
     memset(b, 0, sizeof(mw_batch_t));
 
+    b->len = len;
     b->root = mw_json_parse(buf, len, b->error, sizeof(b->error));
 
     if (b->root == NULL) {
@@ -246,16 +278,8 @@ mw_batch_parse(mw_batch_t *b, const char *buf, size_t len,
         snprintf(b->error, sizeof(b->error), "out of memory");
     }
 
-    for (i = 0; i < MW_S_COUNT; i++) {
-        json_decref(ctx.str[i]);
-    }
-
     if (rc != MW_BATCH_OK) {
         /* no half-built batch may be mistaken for a usable one */
-        for (i = 0; i < b->nupdates; i++) {
-            json_decref(b->updates[i].event);
-        }
-
         free(b->updates);
         b->updates = NULL;
         b->nupdates = 0;
@@ -269,18 +293,24 @@ mw_batch_parse(mw_batch_t *b, const char *buf, size_t len,
 void
 mw_batch_free(mw_batch_t *b)
 {
-    size_t  i;
-
     if (b == NULL) {
         return;
     }
 
-    for (i = 0; i < b->nupdates; i++) {
-        json_decref(b->updates[i].event);
+    json_decref(b->root);
+    mw_batch_drop(b);
+}
+
+
+void
+mw_batch_drop(mw_batch_t *b)
+{
+    if (b == NULL) {
+        return;
     }
 
+    /* the updates only borrow from the document: nothing to release */
     free(b->updates);
-    json_decref(b->root);
 
     b->updates = NULL;
     b->nupdates = 0;
@@ -292,124 +322,136 @@ mw_batch_free(mw_batch_t *b)
 int
 mw_event_set_window(mw_update_t *u, int64_t expires)
 {
-    json_t  *w;
-
-    if (u == NULL || u->event == NULL) {
+    if (u == NULL) {
         return -1;
     }
 
-    w = json_object();
-    if (w == NULL) {
-        return -1;
-    }
+    u->window_expires = expires;
 
-    if (json_object_set_new_nocheck(w, "expires_at", json_integer(expires))
-        != 0)
-    {
-        json_decref(w);
-        return -1;
-    }
-
-    return json_object_set_new_nocheck(u->event, "window", w);
+    return 0;
 }
-
-
-typedef struct {
-    char    *buf;
-    size_t   len;
-    size_t   cap;
-} mw_dump_t;
 
 
 char *
 mw_batch_dump(const mw_batch_t *b, const unsigned char *skip, size_t *len)
 {
-    size_t     i;
-    int        first;
-    mw_dump_t  d;
+    size_t    i;
+    int       first;
+    mw_out_t  o;
 
-    /* a typical event is a few hundred bytes: one allocation usually */
-    d.cap = 64 + 512 * b->nupdates;
-    d.len = 0;
-    d.buf = malloc(d.cap);
+    json_get_alloc_funcs(&o.alloc, &o.free);
 
-    if (d.buf == NULL) {
+    /*
+     * An event carries most of its update's bytes and adds about 250 of
+     * its own; Meta's \u escapes of non-ASCII text come out shorter.  One
+     * allocation is then the rule, even for a 1000-update batch.
+     */
+    o.cap = 64 + b->len + 256 * b->nupdates;
+    o.len = 0;
+    o.failed = 0;
+    o.buf = o.alloc(o.cap);
+
+    if (o.buf == NULL) {
         return NULL;
     }
 
-    if (mw_dump_cb("{\"events\":[", mw_strlen("{\"events\":["), &d) != 0) {
-        goto failed;
-    }
+    mw_out_lit(&o, "{\"events\":[");
 
     first = 1;
 
     for (i = 0; i < b->nupdates; i++) {
-        if ((skip && skip[i]) || b->updates[i].event == NULL) {
+        if (skip && skip[i]) {
             continue;
         }
 
-        if (!first && mw_dump_cb(",", 1, &d) != 0) {
-            goto failed;
+        if (!first) {
+            mw_out_ch(&o, ',');
         }
 
         first = 0;
 
-        /* JSON_COMPACT: no newline; jansson escapes control characters */
-        if (json_dump_callback(b->updates[i].event, mw_dump_cb, &d,
-                               JSON_COMPACT)
-            != 0)
-        {
-            goto failed;
-        }
+        mw_event_write(&o, &b->updates[i]);
     }
 
     /* "]}" and the terminating NUL */
-    if (mw_dump_cb("]}", 3, &d) != 0) {
-        goto failed;
+    mw_out_put(&o, "]}", 3);
+
+    if (o.failed) {
+        o.free(o.buf);
+        return NULL;
     }
 
-    d.len--;
+    o.len--;
 
     if (len) {
-        *len = d.len;
+        *len = o.len;
     }
 
-    return d.buf;
+    return o.buf;
+}
 
-failed:
 
-    free(d.buf);
-    return NULL;
+json_t *
+mw_update_event(const mw_batch_t *b, size_t i)
+{
+    json_t    *ev;
+    mw_out_t   o;
+
+    if (b == NULL || i >= b->nupdates) {
+        return NULL;
+    }
+
+    json_get_alloc_funcs(&o.alloc, &o.free);
+
+    o.cap = 1024;
+    o.len = 0;
+    o.failed = 0;
+    o.buf = o.alloc(o.cap);
+
+    if (o.buf == NULL) {
+        return NULL;
+    }
+
+    mw_event_write(&o, &b->updates[i]);
+
+    /* the dump escapes a NUL inside a string as \u0000 */
+    ev = o.failed ? NULL : json_loadb(o.buf, o.len, JSON_ALLOW_NUL, NULL);
+
+    o.free(o.buf);
+
+    return ev;
 }
 
 
 static int
-mw_dump_cb(const char *buf, size_t size, void *data)
+mw_out_grow(mw_out_t *o, size_t n)
 {
-    char       *p;
-    size_t      cap;
-    mw_dump_t  *d;
+    char    *p;
+    size_t   cap;
 
-    d = data;
-
-    if (d->len + size > d->cap) {
-        cap = d->cap * 2;
-
-        if (cap < d->len + size) {
-            cap = d->len + size;
-        }
-
-        p = realloc(d->buf, cap);
-        if (p == NULL) {
-            return -1;
-        }
-
-        d->buf = p;
-        d->cap = cap;
+    if (o->failed) {
+        return -1;
     }
 
-    memcpy(d->buf + d->len, buf, size);
-    d->len += size;
+    /* jansson's allocator has no realloc() */
+    cap = 2 * o->cap;
+
+    if (cap - o->len < n) {
+        cap = o->len + n;
+    }
+
+    p = o->alloc(cap);
+
+    if (p == NULL) {
+        o->failed = 1;
+        return -1;
+    }
+
+    memcpy(p, o->buf, o->len);
+    o->free(o->buf);
+
+    o->buf = p;
+    o->cap = cap;
 
     return 0;
 }
@@ -631,7 +673,7 @@ mw_change_messages(mw_ctx_t *ctx, json_t *value)
 static void
 mw_change_other(mw_ctx_t *ctx, json_t *field, json_t *value)
 {
-    json_t       *ev, *pnid;
+    json_t       *pnid;
     const char   *parts[4];
     size_t        lens[4];
     mw_update_t  *u;
@@ -654,17 +696,13 @@ mw_change_other(mw_ctx_t *ctx, json_t *field, json_t *value)
     ctx->display = NULL;
     ctx->contacts = NULL;
 
-    ev = mw_event_new(ctx, MW_S_CHANGE, NULL, ctx->entry_time);
-    mw_set(ctx, ev, "field", json_incref(field));
-    mw_set(ctx, ev, "value", json_incref(value));
-
-    u = mw_update_add(ctx, MW_KIND_CHANGE, ctx->entry_time);
+    u = mw_update_add(ctx, MW_KIND_CHANGE, MW_FORM_CHANGE, value, NULL,
+                      ctx->entry_time);
     if (u == NULL) {
-        json_decref(ev);
         return;
     }
 
-    u->event = ev;
+    u->src.type = field;
 
     parts[0] = "change";
     lens[0] = mw_strlen("change");
@@ -674,7 +712,6 @@ mw_change_other(mw_ctx_t *ctx, json_t *field, json_t *value)
     lens[2] = json_string_length(field);
 
     mw_key_content(ctx, u->key, parts, lens, 3, value);
-    mw_event_id(ctx, u);
 }
 
 
@@ -687,23 +724,16 @@ mw_change_other(mw_ctx_t *ctx, json_t *field, json_t *value)
 static void
 mw_malformed(mw_ctx_t *ctx, const char *member, json_t *item)
 {
-    json_t       *ev;
     const char   *parts[5];
     size_t        lens[5];
     mw_update_t  *u;
 
-    ev = mw_event_new(ctx, MW_S_CHANGE, NULL, -1);
-    mw_set(ctx, ev, "field", json_string_nocheck("messages"));
-    mw_set(ctx, ev, "member", json_string_nocheck(member));
-    mw_set(ctx, ev, "value", json_incref(item));
-
-    u = mw_update_add(ctx, MW_KIND_CHANGE, -1);
+    u = mw_update_add(ctx, MW_KIND_CHANGE, MW_FORM_ITEM, item, NULL, -1);
     if (u == NULL) {
-        json_decref(ev);
         return;
     }
 
-    u->event = ev;
+    u->src.member = member;
 
     parts[0] = "item";
     lens[0] = mw_strlen("item");
@@ -715,7 +745,6 @@ mw_malformed(mw_ctx_t *ctx, const char *member, json_t *item)
     lens[3] = strlen(member);
 
     mw_key_content(ctx, u->key, parts, lens, 4, item);
-    mw_event_id(ctx, u);
 }
 
 
@@ -723,10 +752,9 @@ static void
 mw_message(mw_ctx_t *ctx, json_t *msg)
 {
     int64_t           ts;
-    json_t           *id, *type, *from, *ev, *obj, *ctxt, *c, *v, *errors;
-    mw_str_e          reason;
+    json_t           *id, *type, *from, *obj, *errors;
     mw_class_e        cls;
-    const char       *qname, *parts[3];
+    const char       *reason, *parts[3];
     size_t            lens[3];
     mw_update_t      *u;
     const mw_type_t  *t;
@@ -749,20 +777,12 @@ mw_message(mw_ctx_t *ctx, json_t *msg)
 
     ts = mw_timestamp(json_object_get(msg, "timestamp"));
 
-    ev = mw_event_new(ctx, MW_S_MESSAGE, id, ts);
-
-    u = mw_update_add(ctx, MW_KIND_MESSAGE, ts);
+    u = mw_update_add(ctx, MW_KIND_MESSAGE, MW_FORM_MESSAGE, msg, id, ts);
     if (u == NULL) {
-        json_decref(ev);
         return;
     }
 
-    u->event = ev;
-
-    mw_contact(ctx, u, ev, "from", from, 1);
-
-    mw_set(ctx, ev, "type", type ? json_incref(type)
-                                 : mw_str(ctx, MW_S_EMPTY));
+    mw_contact(ctx, u, from);
 
     t = type ? mw_type_find(json_string_value(type),
                             json_string_length(type))
@@ -770,90 +790,27 @@ mw_message(mw_ctx_t *ctx, json_t *msg)
 
     obj = t ? json_object_get(msg, t->name) : NULL;
 
-    cls = mw_classify(ctx, t, obj, &reason, &qname);
+    u->src.type = type;
+    u->src.obj = obj;
+
+    cls = mw_classify(ctx, t, obj, &reason);
 
     u->cls = cls;
+    u->reason = reason;
 
-    switch (cls) {
-
-    case MW_CLASS_SUPPORTED:
-        mw_set(ctx, ev, "class", mw_str(ctx, MW_S_SUPPORTED));
-        mw_set(ctx, ev, "content", obj ? json_incref(obj) : json_object());
-        break;
-
-    case MW_CLASS_QUARANTINED:
-        u->reason = qname;
-        mw_set(ctx, ev, "class", mw_str(ctx, MW_S_QUARANTINED));
-
-        v = json_string(qname);
-        mw_set(ctx, ev, "reason",
-               v ? v : mw_str(ctx, MW_S_QUARANTINE_RULE));
-        break;
-
-    default:
-        u->reason = mw_strings[reason];
-        mw_set(ctx, ev, "class", mw_str(ctx, MW_S_UNSUPPORTED));
-        mw_set(ctx, ev, "reason", mw_str(ctx, reason));
-        break;
-    }
-
-    /* a reply's context: only ids when the content is hidden */
-    ctxt = json_object_get(msg, "context");
-
-    if (json_is_object(ctxt)) {
-        if (cls != MW_CLASS_QUARANTINED) {
-            mw_set(ctx, ev, "context", json_incref(ctxt));
-
-        } else {
-            c = json_object();
-            v = json_object_get(ctxt, "id");
-            if (json_is_string(v)) {
-                mw_set(ctx, c, "id", json_incref(v));
-            }
-
-            v = json_object_get(ctxt, "from");
-            if (json_is_string(v)) {
-                mw_set(ctx, c, "from", json_incref(v));
-            }
-
-            mw_set(ctx, ev, "context", c);
-        }
-    }
-
-    mw_refs(ctx, ev, type, obj);
-
-    if (cls == MW_CLASS_SUPPORTED
-        && mw_str_is(type, "text", mw_strlen("text")))
-    {
+    if (cls == MW_CLASS_SUPPORTED && t == MW_TYPE_TEXT) {
         u->optin = mw_optin(json_object_get(obj, "body"));
-
-        if (u->optin != MW_OPTIN_NONE) {
-            mw_set(ctx, ev, "optin",
-                   mw_str(ctx, u->optin == MW_OPTIN_IN ? MW_S_IN
-                                                       : MW_S_OUT));
-        }
     }
 
     /* Meta's own errors (131051 for an unsupported type) */
     errors = json_object_get(msg, "errors");
 
     if (json_is_array(errors)) {
-        mw_set(ctx, ev, "errors", json_incref(errors));
-
         u->error_code = mw_code(json_array_get(errors, 0));
     }
 
-    if (mw_str_is(type, "unsupported", mw_strlen("unsupported"))) {
-        v = json_object_get(json_object_get(msg, "unsupported"), "type");
-
-        if (json_is_string(v)) {
-            mw_set(ctx, ev, "subtype", json_incref(v));
-        }
-    }
-
-    if (id && json_string_length(id)) {
-        mw_key_message(u->key, json_string_value(id),
-                       json_string_length(id));
+    if (u->id_len) {
+        mw_key_message(u->key, u->id, u->id_len);
 
     } else {
         /* without an id, only the content tells a retry from another */
@@ -864,24 +821,24 @@ mw_message(mw_ctx_t *ctx, json_t *msg)
 
         mw_key_content(ctx, u->key, parts, lens, 2, msg);
     }
-
-    mw_event_id(ctx, u);
 }
 
 
 /*
  * The class of a message of type t (NULL: a type not known here) whose
- * member for the type is obj; reason or qname say why it is not shown.
+ * member for the type is obj; reason says why it is not shown: a static
+ * name, or the quarantine detector's or rule's.
  */
 static mw_class_e
 mw_classify(mw_ctx_t *ctx, const mw_type_t *t, json_t *obj,
-    mw_str_e *reason, const char **qname)
+    const char **reason)
 {
-    *reason = MW_S_EMPTY;
-    *qname = NULL;
+    const char  *name;
+
+    *reason = NULL;
 
     if (t == NULL) {
-        *reason = MW_S_UNSUPPORTED_TYPE;
+        *reason = MW_REASON_TYPE;
         return MW_CLASS_UNSUPPORTED;
     }
 
@@ -895,21 +852,22 @@ mw_classify(mw_ctx_t *ctx, const mw_type_t *t, json_t *obj,
                                     : !json_is_object(obj)))
     {
         /* a member of the wrong JSON type could hide unscanned text */
-        *reason = MW_S_UNSUPPORTED_TYPE;
+        *reason = MW_REASON_TYPE;
         return MW_CLASS_UNSUPPORTED;
     }
 
     if (t->mimes
         && !mw_mime_allowed(json_object_get(obj, "mime_type"), t->mimes))
     {
-        *reason = MW_S_UNSUPPORTED_ATTACHMENT;
+        *reason = MW_REASON_ATTACHMENT;
         return MW_CLASS_UNSUPPORTED;
     }
 
     if (ctx->qc && t->scan_depth >= 0) {
-        *qname = mw_scan(ctx, obj, t->scan_depth);
+        name = mw_scan(ctx, obj, t->scan_depth);
 
-        if (*qname) {
+        if (name) {
+            *reason = name;
             return MW_CLASS_QUARANTINED;
         }
     }
@@ -918,53 +876,14 @@ mw_classify(mw_ctx_t *ctx, const mw_type_t *t, json_t *obj,
 }
 
 
-/* what a reaction, a deletion or an edit refers to */
-static void
-mw_refs(mw_ctx_t *ctx, json_t *ev, json_t *type, json_t *obj)
-{
-    json_t  *v, *emoji;
-
-    v = NULL;
-
-    if (mw_str_is(type, "reaction", mw_strlen("reaction"))) {
-        v = json_object_get(obj, "message_id");
-        emoji = json_object_get(obj, "emoji");
-
-        /* Meta drops the emoji when the contact takes a reaction back */
-        if (!json_is_string(emoji) || json_string_length(emoji) == 0) {
-            mw_set(ctx, ev, "removed", json_true());
-        }
-
-    } else if (mw_str_is(type, "revoke", mw_strlen("revoke"))
-               || mw_str_is(type, "edit", mw_strlen("edit")))
-    {
-        v = json_object_get(obj, "original_message_id");
-
-        if (!json_is_string(v)) {
-            v = json_object_get(obj, "message_id");
-        }
-    }
-
-    if (json_is_string(v)) {
-        mw_set(ctx, ev, "related_id", json_incref(v));
-    }
-}
-
-
 static void
 mw_status(mw_ctx_t *ctx, json_t *st)
 {
     int64_t       ts;
-    json_t       *id, *status, *rcpt, *ev, *v;
+    json_t       *id, *status;
     const char   *parts[3];
     size_t        lens[3];
     mw_update_t  *u;
-
-    static const char  *copy[] = {
-        "errors", "conversation", "pricing", "biz_opaque_callback_data",
-        NULL
-    };
-    const char *const  *k;
 
     id = json_object_get(st, "id");
     if (!json_is_string(id)) {
@@ -983,41 +902,21 @@ mw_status(mw_ctx_t *ctx, json_t *st)
         return;
     }
 
-    ev = mw_event_new(ctx, MW_S_STATUS, id, ts);
-
-    u = mw_update_add(ctx, MW_KIND_STATUS, ts);
+    u = mw_update_add(ctx, MW_KIND_STATUS, MW_FORM_STATUS, st, id, ts);
     if (u == NULL) {
-        json_decref(ev);
         return;
     }
 
-    u->event = ev;
     u->status = status ? json_string_value(status) : "";
+    u->src.type = status;
 
-    mw_set(ctx, ev, "status", status ? json_incref(status)
-                                     : mw_str(ctx, MW_S_EMPTY));
-
-    rcpt = json_object_get(st, "recipient_id");
-    if (!json_is_string(rcpt)) {
-        rcpt = json_object_get(st, "recipient_user_id");
-    }
-
-    mw_contact(ctx, u, ev, "recipient", rcpt, 0);
-
-    for (k = copy; *k; k++) {
-        v = json_object_get(st, *k);
-
-        if (v) {
-            mw_set(ctx, ev, *k, json_incref(v));
-        }
-    }
+    mw_contact(ctx, u, mw_recipient(st));
 
     u->error_code = mw_code(json_array_get(json_object_get(st, "errors"),
                                            0));
 
-    if (id && json_string_length(id)) {
-        mw_key_status(u->key, json_string_value(id), json_string_length(id),
-                      u->status,
+    if (u->id_len) {
+        mw_key_status(u->key, u->id, u->id_len, u->status,
                       status ? json_string_length(status) : 0);
 
     } else {
@@ -1028,8 +927,6 @@ mw_status(mw_ctx_t *ctx, json_t *st)
 
         mw_key_content(ctx, u->key, parts, lens, 2, st);
     }
-
-    mw_event_id(ctx, u);
 }
 
 
@@ -1041,43 +938,22 @@ mw_status(mw_ctx_t *ctx, json_t *st)
 static void
 mw_status_deleted(mw_ctx_t *ctx, json_t *st, json_t *id, int64_t ts)
 {
-    json_t       *ev, *rcpt, *v;
     const char   *parts[3];
     size_t        lens[3];
     mw_update_t  *u;
 
-    ev = mw_event_new(ctx, MW_S_MESSAGE, id, ts);
-
-    u = mw_update_add(ctx, MW_KIND_MESSAGE, ts);
+    u = mw_update_add(ctx, MW_KIND_MESSAGE, MW_FORM_DELETED, st, id, ts);
     if (u == NULL) {
-        json_decref(ev);
         return;
     }
 
-    u->event = ev;
     u->cls = MW_CLASS_UNSUPPORTED;
-    u->reason = mw_strings[MW_S_DELETED];
+    u->reason = MW_REASON_DELETED;
 
-    rcpt = json_object_get(st, "recipient_id");
-    if (!json_is_string(rcpt)) {
-        rcpt = json_object_get(st, "recipient_user_id");
-    }
+    mw_contact(ctx, u, mw_recipient(st));
 
-    mw_contact(ctx, u, ev, "from", rcpt, 1);
-
-    mw_set(ctx, ev, "type", mw_str(ctx, MW_S_DELETED));
-    mw_set(ctx, ev, "class", mw_str(ctx, MW_S_UNSUPPORTED));
-    mw_set(ctx, ev, "reason", mw_str(ctx, MW_S_DELETED));
-
-    v = json_object_get(st, "errors");
-
-    if (json_is_array(v)) {
-        mw_set(ctx, ev, "errors", json_incref(v));
-    }
-
-    if (id && json_string_length(id)) {
-        mw_key_message(u->key, json_string_value(id),
-                       json_string_length(id));
+    if (u->id_len) {
+        mw_key_message(u->key, u->id, u->id_len);
 
     } else {
         parts[0] = "message";
@@ -1087,8 +963,6 @@ mw_status_deleted(mw_ctx_t *ctx, json_t *st, json_t *id, int64_t ts)
 
         mw_key_content(ctx, u->key, parts, lens, 2, st);
     }
-
-    mw_event_id(ctx, u);
 }
 
 
@@ -1096,28 +970,14 @@ mw_status_deleted(mw_ctx_t *ctx, json_t *st, json_t *id, int64_t ts)
 static void
 mw_error_item(mw_ctx_t *ctx, json_t *item)
 {
-    json_t       *ev, *list;
     const char   *parts[3];
     size_t        lens[3];
     mw_update_t  *u;
 
-    ev = mw_event_new(ctx, MW_S_ERROR, NULL, -1);
-
-    list = json_array();
-    if (list && json_array_append(list, item) != 0) {
-        json_decref(list);
-        list = NULL;
-    }
-
-    mw_set(ctx, ev, "errors", list);
-
-    u = mw_update_add(ctx, MW_KIND_ERROR, -1);
+    u = mw_update_add(ctx, MW_KIND_ERROR, MW_FORM_ERROR, item, NULL, -1);
     if (u == NULL) {
-        json_decref(ev);
         return;
     }
-
-    u->event = ev;
 
     u->error_code = mw_code(item);
 
@@ -1127,7 +987,6 @@ mw_error_item(mw_ctx_t *ctx, json_t *item)
     lens[1] = ctx->pnid_len;
 
     mw_key_content(ctx, u->key, parts, lens, 2, item);
-    mw_event_id(ctx, u);
 }
 
 
@@ -1189,32 +1048,53 @@ mw_mime_allowed(json_t *mime, const char *const *list)
 /*
  * Scans the user-written members of obj, and of the objects nested in it
  * down to depth levels; the first detector or rule that fires wins.
+ *
+ * One walk over obj's members finds the scanned ones (a message object
+ * has a handful of members, against nine names looked up one by one);
+ * they are then scanned in mw_scan_keys' order, so the reason given is
+ * the same whatever order Meta wrote the members in.
  */
 static const char *
 mw_scan(mw_ctx_t *ctx, json_t *obj, int depth)
 {
-    json_t             *v;
-    const char         *key, *name;
-    const char *const  *k;
+    int          r, nested;
+    json_t      *v, *found[MW_SCAN_KEYS];
+    unsigned     seen;
+    const char  *key, *name;
 
     if (!json_is_object(obj)) {
         return NULL;
     }
 
-    for (k = mw_scan_keys; *k; k++) {
-        v = json_object_get(obj, *k);
+    seen = 0;
+    nested = 0;
 
+    json_object_foreach(obj, key, v) {
         if (json_is_string(v)) {
+            r = mw_scan_rank(key, strlen(key));
+
+            if (r >= 0) {
+                found[r] = v;
+                seen |= 1u << r;
+            }
+
+        } else if (json_is_object(v)) {
+            nested = 1;
+        }
+    }
+
+    for (r = 0; seen; r++, seen >>= 1) {
+        if (seen & 1) {
             /* the whole length: a \u0000 must not end the scan early */
-            name = mw_quarantine_scan(ctx->qc, json_string_value(v),
-                                      json_string_length(v));
+            name = mw_quarantine_scan(ctx->qc, json_string_value(found[r]),
+                                      json_string_length(found[r]));
             if (name) {
                 return name;
             }
         }
     }
 
-    if (depth > 0) {
+    if (depth > 0 && nested) {
         json_object_foreach(obj, key, v) {
             if (json_is_object(v)) {
                 name = mw_scan(ctx, v, depth - 1);
@@ -1226,6 +1106,25 @@ mw_scan(mw_ctx_t *ctx, json_t *obj, int depth)
     }
 
     return NULL;
+}
+
+
+/* the index of key in mw_scan_keys, or -1 */
+static int
+mw_scan_rank(const char *key, size_t len)
+{
+    int  r;
+
+    for (r = 0; mw_scan_keys[r]; r++) {
+        if (mw_scan_keys[r][0] == key[0]
+            && strlen(mw_scan_keys[r]) == len
+            && memcmp(mw_scan_keys[r], key, len) == 0)
+        {
+            return r;
+        }
+    }
+
+    return -1;
 }
 
 
@@ -1269,94 +1168,51 @@ mw_optin(json_t *text)
 }
 
 
+static json_t *
+mw_recipient(json_t *st)
+{
+    json_t  *rcpt;
+
+    rcpt = json_object_get(st, "recipient_id");
+
+    if (!json_is_string(rcpt)) {
+        rcpt = json_object_get(st, "recipient_user_id");
+    }
+
+    return rcpt;
+}
+
+
 /*
- * Sets the event's contact member (key) and the update's contact: Meta's
- * form when it normalizes, otherwise the raw string in the event and no
- * contact in the update, so that no state is kept under a bad name.
+ * The update's contact: Meta's form when it normalizes, otherwise none,
+ * so that no state is kept under a bad name (the event then shows the
+ * raw string).
  */
 static void
-mw_contact(mw_ctx_t *ctx, mw_update_t *u, json_t *ev, const char *key,
-    json_t *raw, int profile)
+mw_contact(mw_ctx_t *ctx, mw_update_t *u, json_t *raw)
 {
-    int          n;
-    size_t       len;
-    json_t      *name;
-    const char  *s;
+    int  n;
 
     u->contact[0] = '\0';
 
     if (!json_is_string(raw)) {
-        mw_set(ctx, ev, key, mw_str(ctx, MW_S_EMPTY));
-        raw = NULL;
-
-    } else {
-        s = json_string_value(raw);
-        len = json_string_length(raw);
-
-        n = mw_contact_normalize(s, len, u->contact);
-
-        if (n <= 0) {
-            u->contact[0] = '\0';
-            mw_set(ctx, ev, key, json_incref(raw));
-
-        } else if ((size_t) n == len && memcmp(u->contact, s, len) == 0) {
-            /* the usual case: Meta's wa_id is already normal */
-            mw_set(ctx, ev, key, json_incref(raw));
-
-        } else {
-            mw_set(ctx, ev, key, json_stringn_nocheck(u->contact, n));
-        }
+        return;
     }
 
-    if (u->contact[0] && ctx->pnid_len) {
+    u->src.raw = raw;
+
+    n = mw_contact_normalize(json_string_value(raw), json_string_length(raw),
+                             u->contact);
+
+    if (n <= 0) {
+        u->contact[0] = '\0';
+        return;
+    }
+
+    if (ctx->pnid_len) {
         mw_key_contact(u->contact_key, ctx->pnid_s, ctx->pnid_len,
-                       u->contact, strlen(u->contact));
+                       u->contact, n);
     }
-
-    if (profile) {
-        name = mw_profile_name(ctx, raw);
-
-        if (name) {
-            mw_set(ctx, ev, "profile_name", json_incref(name));
-        }
-    }
-}
-
-
-/* value.contacts[]: the one whose wa_id (or user id) is raw, or the only */
-static json_t *
-mw_profile_name(mw_ctx_t *ctx, json_t *raw)
-{
-    size_t   i, n;
-    json_t  *c, *found, *name;
-
-    if (ctx->contacts == NULL) {
-        return NULL;
-    }
-
-    n = json_array_size(ctx->contacts);
-    found = NULL;
-
-    if (raw) {
-        for (i = 0; i < n; i++) {
-            c = json_array_get(ctx->contacts, i);
-
-            if (json_equal(json_object_get(c, "wa_id"), raw)
-                || json_equal(json_object_get(c, "user_id"), raw))
-            {
-                found = c;
-                break;
-            }
-        }
-    }
-
-    if (found == NULL && n == 1 && ctx->one_sender) {
-        found = json_array_get(ctx->contacts, 0);
-    }
-
-    name = json_object_get(json_object_get(found, "profile"), "name");
-
-    return json_is_string(name) ? name : NULL;
 }
 
 
@@ -1445,7 +1301,8 @@ mw_code(json_t *error)
 
 
 static mw_update_t *
-mw_update_add(mw_ctx_t *ctx, mw_kind_e kind, int64_t ts)
+mw_update_add(mw_ctx_t *ctx, mw_kind_e kind, mw_form_e form, json_t *item,
+    json_t *id, int64_t ts)
 {
     size_t        n;
     mw_batch_t   *b;
@@ -1471,53 +1328,44 @@ mw_update_add(mw_ctx_t *ctx, mw_kind_e kind, int64_t ts)
     }
 
     u = &b->updates[b->nupdates++];
-    memset(u, 0, sizeof(mw_update_t));
 
+    /*
+     * Not a memset of the whole update: contact[] alone is 160 bytes,
+     * and mw_contact() writes its first byte.
+     */
     u->kind = kind;
+    u->cls = MW_CLASS_NONE;
+    u->optin = MW_OPTIN_NONE;
+    u->reason = NULL;
+    u->phone_number_id = ctx->pnid_s ? ctx->pnid_s : "";
+    u->status = NULL;
+    u->contact[0] = '\0';
     u->timestamp = ts;
     u->window_from = mw_window_from(ts, ctx->now);
-    u->phone_number_id = ctx->pnid_s ? ctx->pnid_s : "";
+    u->window_expires = 0;
+    u->error_code = 0;
+    memset(u->key, 0, MW_KEY_LEN);
+    memset(u->contact_key, 0, MW_KEY_LEN);
+
+    if (id) {
+        u->id = json_string_value(id);
+        u->id_len = json_string_length(id);
+
+    } else {
+        u->id = "";
+        u->id_len = 0;
+    }
+
+    memset(&u->src, 0, sizeof(mw_event_src_t));
+    u->src.form = form;
+    u->src.item = item;
+    u->src.waba_id = ctx->waba_id;
+    u->src.pnid = ctx->pnid;
+    u->src.display = ctx->display;
+    u->src.contacts = ctx->contacts;
+    u->src.one_sender = ctx->one_sender;
 
     return u;
-}
-
-
-static json_t *
-mw_event_new(mw_ctx_t *ctx, mw_str_e kind, json_t *id, int64_t ts)
-{
-    json_t  *ev;
-
-    ev = json_object();
-    if (ev == NULL) {
-        ctx->nomem = 1;
-        return NULL;
-    }
-
-    mw_set(ctx, ev, "kind", mw_str(ctx, kind));
-    mw_set(ctx, ev, "channel", mw_str(ctx, MW_S_WHATSAPP));
-    mw_set(ctx, ev, "id", id ? json_incref(id) : mw_str(ctx, MW_S_EMPTY));
-    mw_set(ctx, ev, "phone_number_id",
-           ctx->pnid ? json_incref(ctx->pnid) : mw_str(ctx, MW_S_EMPTY));
-
-    if (ctx->display) {
-        mw_set(ctx, ev, "display_phone_number", json_incref(ctx->display));
-    }
-
-    mw_set(ctx, ev, "waba_id", json_incref(ctx->waba_id));
-    mw_set(ctx, ev, "timestamp", ts >= 0 ? json_integer(ts) : json_null());
-
-    return ev;
-}
-
-
-static void
-mw_event_id(mw_ctx_t *ctx, mw_update_t *u)
-{
-    char  hex[MW_KEY_HEX_LEN + 1];
-
-    mw_key_hex(u->key, hex);
-    mw_set(ctx, u->event, "event_id",
-           json_stringn_nocheck(hex, MW_KEY_HEX_LEN));
 }
 
 
@@ -1529,9 +1377,7 @@ static void
 mw_key_content(mw_ctx_t *ctx, unsigned char *out, const char **parts,
     size_t *lens, size_t n, json_t *item)
 {
-    char              *dump;
-    json_free_t        jfree;
-    json_malloc_t      jmalloc;
+    char  *dump;
 
     dump = json_dumps(item, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
     if (dump == NULL) {
@@ -1546,33 +1392,7 @@ mw_key_content(mw_ctx_t *ctx, unsigned char *out, const char **parts,
     mw_key_make(out, MW_KEY_DEDUPE, parts, lens, n + 1);
 
     /* the dump was allocated by jansson's allocator, maybe not malloc */
-    json_get_alloc_funcs(&jmalloc, &jfree);
-    jfree(dump);
-}
-
-
-static json_t *
-mw_str(mw_ctx_t *ctx, mw_str_e s)
-{
-    if (ctx->str[s] == NULL) {
-        ctx->str[s] = json_string_nocheck(mw_strings[s]);
-
-        if (ctx->str[s] == NULL) {
-            return NULL;
-        }
-    }
-
-    return json_incref(ctx->str[s]);
-}
-
-
-/* json_object_set_new_nocheck() releases v on failure; NULL v is nomem */
-static void
-mw_set(mw_ctx_t *ctx, json_t *obj, const char *key, json_t *v)
-{
-    if (v == NULL || json_object_set_new_nocheck(obj, key, v) != 0) {
-        ctx->nomem = 1;
-    }
+    mw_json_free(dump);
 }
 
 
@@ -1582,4 +1402,646 @@ mw_str_is(json_t *s, const char *lit, size_t len)
     return json_is_string(s)
            && json_string_length(s) == len
            && memcmp(json_string_value(s), lit, len) == 0;
+}
+
+
+/* ---------------------------------------------------------------------- */
+/* the events                                                             */
+
+/*
+ * Every event starts with kind, channel, id, phone_number_id,
+ * display_phone_number (when known), waba_id and timestamp, and ends with
+ * event_id and, once the state has answered, window; in between come the
+ * members of its form, in the order docs/events.md lists them.
+ */
+static void
+mw_event_write(mw_out_t *o, const mw_update_t *u)
+{
+    size_t                 i;
+    char                   hex[MW_KEY_HEX_LEN + 1];
+    json_t                *v;
+    const mw_event_src_t  *src;
+
+    static const char  *kinds[] = {
+        NULL, "message", "status", "error", "change"
+    };
+
+    static const char  *copy[] = {
+        "errors", "conversation", "pricing", "biz_opaque_callback_data",
+        NULL
+    };
+
+    src = &u->src;
+
+    mw_out_lit(o, "{\"kind\":");
+    mw_write_str(o, kinds[u->kind], strlen(kinds[u->kind]));
+    mw_out_lit(o, ",\"channel\":\"whatsapp\",\"id\":");
+    mw_write_str(o, u->id, u->id_len);
+    mw_out_lit(o, ",\"phone_number_id\":");
+    mw_write_jstr(o, src->pnid);
+
+    if (src->display) {
+        mw_out_lit(o, ",\"display_phone_number\":");
+        mw_write_jstr(o, src->display);
+    }
+
+    mw_out_lit(o, ",\"waba_id\":");
+    mw_write_jstr(o, src->waba_id);
+    mw_out_lit(o, ",\"timestamp\":");
+
+    if (u->timestamp >= 0) {
+        mw_write_int(o, u->timestamp);
+
+    } else {
+        mw_out_lit(o, "null");
+    }
+
+    switch (src->form) {
+
+    case MW_FORM_MESSAGE:
+        mw_write_message(o, u);
+        break;
+
+    case MW_FORM_STATUS:
+        mw_write_status(o, u);
+        break;
+
+    case MW_FORM_DELETED:
+        mw_write_contact(o, u, "from", mw_strlen("from"), 1);
+        mw_out_lit(o, ",\"type\":\"deleted\",\"class\":\"unsupported\","
+                      "\"reason\":\"deleted\"");
+
+        v = json_object_get(src->item, "errors");
+
+        if (json_is_array(v)) {
+            mw_out_lit(o, ",\"errors\":");
+            mw_write_json(o, v);
+        }
+
+        break;
+
+    case MW_FORM_ERROR:
+        mw_out_lit(o, ",\"errors\":[");
+        mw_write_json(o, src->item);
+        mw_out_ch(o, ']');
+        break;
+
+    case MW_FORM_CHANGE:
+        mw_out_lit(o, ",\"field\":");
+        mw_write_jstr(o, src->type);
+        mw_out_lit(o, ",\"value\":");
+        mw_write_json(o, src->item);
+        break;
+
+    default: /* MW_FORM_ITEM */
+        mw_out_lit(o, ",\"field\":\"messages\",\"member\":");
+        mw_write_str(o, src->member, strlen(src->member));
+        mw_out_lit(o, ",\"value\":");
+        mw_write_json(o, src->item);
+        break;
+    }
+
+    /* the status copies, kept here to keep the switch short */
+    if (src->form == MW_FORM_STATUS) {
+        for (i = 0; copy[i]; i++) {
+            v = json_object_get(src->item, copy[i]);
+
+            if (v) {
+                mw_out_lit(o, ",\"");
+                mw_out_put(o, copy[i], strlen(copy[i]));
+                mw_out_lit(o, "\":");
+                mw_write_json(o, v);
+            }
+        }
+    }
+
+    mw_key_hex(u->key, hex);
+    mw_out_lit(o, ",\"event_id\":\"");
+    mw_out_put(o, hex, MW_KEY_HEX_LEN);
+    mw_out_ch(o, '"');
+
+    if (u->window_expires != 0) {
+        mw_out_lit(o, ",\"window\":{\"expires_at\":");
+        mw_write_int(o, u->window_expires);
+        mw_out_ch(o, '}');
+    }
+
+    mw_out_ch(o, '}');
+}
+
+
+static void
+mw_write_message(mw_out_t *o, const mw_update_t *u)
+{
+    json_t                *type, *obj, *ctxt, *v, *emoji;
+    const mw_event_src_t  *src;
+
+    src = &u->src;
+    type = src->type;
+    obj = src->obj;
+
+    mw_write_contact(o, u, "from", mw_strlen("from"), 1);
+
+    mw_out_lit(o, ",\"type\":");
+    mw_write_jstr(o, type);
+
+    switch (u->cls) {
+
+    case MW_CLASS_SUPPORTED:
+        mw_out_lit(o, ",\"class\":\"supported\",\"content\":");
+
+        if (obj) {
+            mw_write_json(o, obj);
+
+        } else {
+            mw_out_lit(o, "{}");
+        }
+
+        break;
+
+    case MW_CLASS_QUARANTINED:
+        mw_out_lit(o, ",\"class\":\"quarantined\",\"reason\":");
+
+        /* a rule's name is the operator's bytes: JSON needs UTF-8 */
+        if (mw_utf8_valid(u->reason, strlen(u->reason))) {
+            mw_write_str(o, u->reason, strlen(u->reason));
+
+        } else {
+            mw_out_lit(o, "\"" MW_REASON_RULE "\"");
+        }
+
+        break;
+
+    default:
+        mw_out_lit(o, ",\"class\":\"unsupported\",\"reason\":");
+        mw_write_str(o, u->reason, strlen(u->reason));
+        break;
+    }
+
+    /* a reply's context: only ids when the content is hidden */
+    ctxt = json_object_get(src->item, "context");
+
+    if (json_is_object(ctxt)) {
+        mw_out_lit(o, ",\"context\":");
+
+        if (u->cls != MW_CLASS_QUARANTINED) {
+            mw_write_json(o, ctxt);
+
+        } else {
+            mw_out_ch(o, '{');
+
+            v = json_object_get(ctxt, "id");
+
+            if (json_is_string(v)) {
+                mw_out_lit(o, "\"id\":");
+                mw_write_jstr(o, v);
+            }
+
+            if (json_is_string(json_object_get(ctxt, "from"))) {
+                if (json_is_string(v)) {
+                    mw_out_ch(o, ',');
+                }
+
+                mw_out_lit(o, "\"from\":");
+                mw_write_jstr(o, json_object_get(ctxt, "from"));
+            }
+
+            mw_out_ch(o, '}');
+        }
+    }
+
+    /* what a reaction, a deletion or an edit refers to */
+    v = NULL;
+
+    if (mw_str_is(type, "reaction", mw_strlen("reaction"))) {
+        v = json_object_get(obj, "message_id");
+        emoji = json_object_get(obj, "emoji");
+
+        /* Meta drops the emoji when the contact takes a reaction back */
+        if (!json_is_string(emoji) || json_string_length(emoji) == 0) {
+            mw_out_lit(o, ",\"removed\":true");
+        }
+
+    } else if (mw_str_is(type, "revoke", mw_strlen("revoke"))
+               || mw_str_is(type, "edit", mw_strlen("edit")))
+    {
+        v = json_object_get(obj, "original_message_id");
+
+        if (!json_is_string(v)) {
+            v = json_object_get(obj, "message_id");
+        }
+    }
+
+    if (json_is_string(v)) {
+        mw_out_lit(o, ",\"related_id\":");
+        mw_write_jstr(o, v);
+    }
+
+    if (u->optin == MW_OPTIN_IN) {
+        mw_out_lit(o, ",\"optin\":\"in\"");
+
+    } else if (u->optin == MW_OPTIN_OUT) {
+        mw_out_lit(o, ",\"optin\":\"out\"");
+    }
+
+    /* Meta's own errors (131051 for an unsupported type) */
+    v = json_object_get(src->item, "errors");
+
+    if (json_is_array(v)) {
+        mw_out_lit(o, ",\"errors\":");
+        mw_write_json(o, v);
+    }
+
+    if (mw_str_is(type, "unsupported", mw_strlen("unsupported"))) {
+        v = json_object_get(json_object_get(src->item, "unsupported"),
+                            "type");
+
+        if (json_is_string(v)) {
+            mw_out_lit(o, ",\"subtype\":");
+            mw_write_jstr(o, v);
+        }
+    }
+}
+
+
+static void
+mw_write_status(mw_out_t *o, const mw_update_t *u)
+{
+    mw_out_lit(o, ",\"status\":");
+    mw_write_jstr(o, u->src.type);
+
+    mw_write_contact(o, u, "recipient", mw_strlen("recipient"), 0);
+}
+
+
+/*
+ * The contact member: Meta's form when it normalizes (the same bytes as
+ * Meta's in the usual case), otherwise the raw string, "" when none; then
+ * the profile name for a message.
+ */
+static void
+mw_write_contact(mw_out_t *o, const mw_update_t *u, const char *member,
+    size_t mlen, int profile)
+{
+    json_t  *name;
+
+    mw_out_lit(o, ",\"");
+    mw_out_put(o, member, mlen);
+    mw_out_lit(o, "\":");
+
+    if (u->contact[0]) {
+        mw_write_str(o, u->contact, strlen(u->contact));
+
+    } else {
+        mw_write_jstr(o, u->src.raw);
+    }
+
+    if (profile) {
+        name = mw_profile_name(&u->src, u->src.raw);
+
+        if (name) {
+            mw_out_lit(o, ",\"profile_name\":");
+            mw_write_jstr(o, name);
+        }
+    }
+}
+
+
+/* value.contacts[]: the one whose wa_id (or user id) is raw, or the only */
+static json_t *
+mw_profile_name(const mw_event_src_t *src, json_t *raw)
+{
+    size_t   i, n;
+    json_t  *c, *found, *name;
+
+    if (src->contacts == NULL) {
+        return NULL;
+    }
+
+    n = json_array_size(src->contacts);
+    found = NULL;
+
+    if (raw) {
+        for (i = 0; i < n; i++) {
+            c = json_array_get(src->contacts, i);
+
+            if (json_equal(json_object_get(c, "wa_id"), raw)
+                || json_equal(json_object_get(c, "user_id"), raw))
+            {
+                found = c;
+                break;
+            }
+        }
+    }
+
+    if (found == NULL && n == 1 && src->one_sender) {
+        found = json_array_get(src->contacts, 0);
+    }
+
+    name = json_object_get(json_object_get(found, "profile"), "name");
+
+    return json_is_string(name) ? name : NULL;
+}
+
+
+/*
+ * A value of the document, as jansson's json_dumps(JSON_COMPACT) writes
+ * it: members in the object's own order, no blanks.  The depth is the
+ * document's, bounded by mw_json_parse().
+ */
+static void
+mw_write_json(mw_out_t *o, json_t *v)
+{
+    int      first;
+    void    *it;
+    size_t   i, n;
+
+    switch (json_typeof(v)) {
+
+    case JSON_OBJECT:
+        mw_out_ch(o, '{');
+        first = 1;
+
+        for (it = json_object_iter(v); it; it = json_object_iter_next(v, it))
+        {
+            if (!first) {
+                mw_out_ch(o, ',');
+            }
+
+            first = 0;
+
+            mw_write_str(o, json_object_iter_key(it),
+                         json_object_iter_key_len(it));
+            mw_out_ch(o, ':');
+            mw_write_json(o, json_object_iter_value(it));
+        }
+
+        mw_out_ch(o, '}');
+        break;
+
+    case JSON_ARRAY:
+        mw_out_ch(o, '[');
+        n = json_array_size(v);
+
+        for (i = 0; i < n; i++) {
+            if (i) {
+                mw_out_ch(o, ',');
+            }
+
+            mw_write_json(o, json_array_get(v, i));
+        }
+
+        mw_out_ch(o, ']');
+        break;
+
+    case JSON_STRING:
+        mw_write_str(o, json_string_value(v), json_string_length(v));
+        break;
+
+    case JSON_INTEGER:
+        mw_write_int(o, json_integer_value(v));
+        break;
+
+    case JSON_REAL:
+        mw_write_real(o, json_real_value(v));
+        break;
+
+    case JSON_TRUE:
+        mw_out_lit(o, "true");
+        break;
+
+    case JSON_FALSE:
+        mw_out_lit(o, "false");
+        break;
+
+    default:
+        mw_out_lit(o, "null");
+        break;
+    }
+}
+
+
+/* a string value of the document, or "" for NULL */
+static void
+mw_write_jstr(mw_out_t *o, json_t *s)
+{
+    if (json_is_string(s)) {
+        mw_write_str(o, json_string_value(s), json_string_length(s));
+
+    } else {
+        mw_out_lit(o, "\"\"");
+    }
+}
+
+
+/*
+ * Bytes to escape in a string, as jansson does without JSON_ENSURE_ASCII
+ * or JSON_ESCAPE_SLASH: the quote, the backslash and the control
+ * characters.  The strings are valid UTF-8 (the parser checked them, and
+ * the core's own are ASCII), so a byte at a time is a code point at a
+ * time here: no byte of a multibyte sequence is below 0x80.
+ */
+static const unsigned char  mw_escape[256] = {
+    'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'b', 't', 'n', 'u', 'f', 'r',
+    'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u',
+    'u', 'u', 'u', 'u', 0, 0, '"', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, '\\'
+};
+
+
+static void
+mw_write_str(mw_out_t *o, const char *s, size_t len)
+{
+    char                 *p;
+    size_t                i, run;
+    unsigned char         c, e;
+    const unsigned char  *q;
+
+    static const char  hex[] = "0123456789ABCDEF";
+
+    /* the usual string has nothing to escape: one copy */
+    if (!mw_out_reserve(o, len + 2)) {
+        return;
+    }
+
+    q = (const unsigned char *) s;
+    p = o->buf + o->len;
+    *p++ = '"';
+
+    run = 0;
+
+    for (i = 0; i < len; i++) {
+        c = q[i];
+        e = mw_escape[c];
+
+        if (e == 0) {
+            continue;
+        }
+
+        /* the run before the escape, then room for the rest and "\u00XX" */
+        memcpy(p, q + run, i - run);
+        p += i - run;
+        run = i + 1;
+
+        o->len = p - o->buf;
+
+        if (!mw_out_reserve(o, 6 + (len - i) + 1)) {
+            return;
+        }
+
+        p = o->buf + o->len;
+        *p++ = '\\';
+
+        if (e == 'u') {
+            *p++ = 'u';
+            *p++ = '0';
+            *p++ = '0';
+            *p++ = hex[c >> 4];
+            *p++ = hex[c & 0x0f];
+
+        } else {
+            *p++ = e;
+        }
+    }
+
+    memcpy(p, q + run, len - run);
+    p += len - run;
+    *p++ = '"';
+
+    o->len = p - o->buf;
+}
+
+
+static void
+mw_write_int(mw_out_t *o, int64_t n)
+{
+    char      buf[24], *p;
+    uint64_t  m;
+
+    p = buf + sizeof(buf);
+
+    /* the magnitude as unsigned: -INT64_MIN does not fit an int64_t */
+    m = n < 0 ? -(uint64_t) n : (uint64_t) n;
+
+    do {
+        *--p = (char) ('0' + m % 10);
+        m /= 10;
+    } while (m);
+
+    if (n < 0) {
+        *--p = '-';
+    }
+
+    mw_out_put(o, p, buf + sizeof(buf) - p);
+}
+
+
+/*
+ * As jansson writes a real: "%.17g" with the locale's decimal point
+ * turned into '.', ".0" appended when the result would read back as an
+ * integer, and the exponent's '+' and leading zeros removed.
+ */
+static void
+mw_write_real(mw_out_t *o, double d)
+{
+    int          n;
+    char         buf[64], *p, *e, *z;
+    const char  *point;
+
+    n = snprintf(buf, sizeof(buf) - 2, "%.17g", d);
+
+    if (n < 0 || (size_t) n >= sizeof(buf) - 2) {
+        o->failed = 1;
+        return;
+    }
+
+    point = localeconv()->decimal_point;
+
+    if (point[0] != '.' && (p = strchr(buf, point[0])) != NULL) {
+        *p = '.';
+    }
+
+    if (strchr(buf, '.') == NULL && strchr(buf, 'e') == NULL) {
+        buf[n++] = '.';
+        buf[n++] = '0';
+        buf[n] = '\0';
+    }
+
+    e = strchr(buf, 'e');
+
+    if (e) {
+        e++;
+
+        if (*e == '-') {
+            e++;
+        }
+
+        for (z = e; *z == '+' || *z == '0'; z++) {
+            /* void */
+        }
+
+        memmove(e, z, buf + n + 1 - z);
+        n -= z - e;
+    }
+
+    mw_out_put(o, buf, n);
+}
+
+
+/*
+ * Strict UTF-8 as jansson checks it: no overlong forms, no surrogates,
+ * nothing above U+10FFFF.
+ */
+static int
+mw_utf8_valid(const char *s, size_t len)
+{
+    size_t               i, n, k;
+    uint32_t             cp;
+    const unsigned char  *p;
+
+    p = (const unsigned char *) s;
+
+    for (i = 0; i < len; i += n) {
+        if (p[i] < 0x80) {
+            n = 1;
+            continue;
+        }
+
+        if (p[i] >= 0xc2 && p[i] <= 0xdf) {
+            n = 2;
+            cp = p[i] & 0x1f;
+
+        } else if (p[i] >= 0xe0 && p[i] <= 0xef) {
+            n = 3;
+            cp = p[i] & 0x0f;
+
+        } else if (p[i] >= 0xf0 && p[i] <= 0xf4) {
+            n = 4;
+            cp = p[i] & 0x07;
+
+        } else {
+            return 0;
+        }
+
+        if (len - i < n) {
+            return 0;
+        }
+
+        for (k = 1; k < n; k++) {
+            if ((p[i + k] & 0xc0) != 0x80) {
+                return 0;
+            }
+
+            cp = (cp << 6) | (p[i + k] & 0x3f);
+        }
+
+        if ((n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000)
+            || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+        {
+            return 0;
+        }
+    }
+
+    return 1;
 }

@@ -74,6 +74,22 @@ mw_json_parse(const char *buf, size_t len, char *err, size_t errlen)
 }
 
 
+void
+mw_json_free(void *p)
+{
+    json_free_t    jfree;
+    json_malloc_t  jmalloc;
+
+    if (p == NULL) {
+        return;
+    }
+
+    /* whatever allocator is installed now: it must be the one that was */
+    json_get_alloc_funcs(&jmalloc, &jfree);
+    jfree(p);
+}
+
+
 /*
  * Returns the offset of the first bracket that opens level max + 1, or
  * (size_t) -1 when the nesting stays within max.  Brackets inside strings

@@ -10,45 +10,82 @@
 #include "mw_core.h"
 
 
+/*
+ * The digest and a context, per thread: in OpenSSL 3 a context of its own
+ * and EVP_sha256() would cost an allocation and a digest fetch (a locked
+ * lookup in the provider store) per key, more than the hashing itself.
+ * They live as long as the thread; nginx's workers and thread pools keep
+ * theirs for their lifetime.
+ */
+static __thread EVP_MD       *mw_key_md;
+static __thread EVP_MD_CTX   *mw_key_ctx;
+
+
+/* the usual key input is a few ids: gathered, it is one digest update */
+#define MW_KEY_GATHER        512
+
+
 void
 mw_key_make(unsigned char out[MW_KEY_LEN], mw_key_type_e type,
     const char *const *parts, const size_t *lens, size_t nparts)
 {
-    size_t          i;
-    unsigned int    n;
-    unsigned char   t, len[4], md[EVP_MAX_MD_SIZE];
-    EVP_MD_CTX     *ctx;
+    size_t          i, n;
+    unsigned int    mdlen;
+    unsigned char   buf[MW_KEY_GATHER], *p, md[EVP_MAX_MD_SIZE];
 
-    ctx = EVP_MD_CTX_new();
+    if (mw_key_ctx == NULL) {
+        mw_key_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+        mw_key_ctx = EVP_MD_CTX_new();
+    }
 
-    if (ctx == NULL
-        || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1)
+    if (mw_key_md == NULL
+        || mw_key_ctx == NULL
+        || EVP_DigestInit_ex(mw_key_ctx, mw_key_md, NULL) != 1)
     {
         /*
          * Only an allocation failure gets here; a zero key then only
          * costs deduplication of this one update, never a lost update.
+         * The next key tries again.
          */
-        EVP_MD_CTX_free(ctx);
+        EVP_MD_free(mw_key_md);
+        EVP_MD_CTX_free(mw_key_ctx);
+        mw_key_md = NULL;
+        mw_key_ctx = NULL;
         memset(out, 0, MW_KEY_LEN);
         return;
     }
 
-    t = (unsigned char) type;
-    EVP_DigestUpdate(ctx, &t, 1);
+    n = 1;
 
     for (i = 0; i < nparts; i++) {
-        len[0] = (unsigned char) (lens[i] >> 24);
-        len[1] = (unsigned char) (lens[i] >> 16);
-        len[2] = (unsigned char) (lens[i] >> 8);
-        len[3] = (unsigned char) lens[i];
-
-        EVP_DigestUpdate(ctx, len, sizeof(len));
-        EVP_DigestUpdate(ctx, parts[i], lens[i]);
+        n += 4 + lens[i];
     }
 
-    n = 0;
-    EVP_DigestFinal_ex(ctx, md, &n);
-    EVP_MD_CTX_free(ctx);
+    p = buf;
+    *p++ = (unsigned char) type;
+
+    for (i = 0; i < nparts; i++) {
+        *p++ = (unsigned char) (lens[i] >> 24);
+        *p++ = (unsigned char) (lens[i] >> 16);
+        *p++ = (unsigned char) (lens[i] >> 8);
+        *p++ = (unsigned char) lens[i];
+
+        if (n <= MW_KEY_GATHER) {
+            memcpy(p, parts[i], lens[i]);
+            p += lens[i];
+            continue;
+        }
+
+        /* a large part (a content dump): the prefix so far, then it */
+        EVP_DigestUpdate(mw_key_ctx, buf, p - buf);
+        EVP_DigestUpdate(mw_key_ctx, parts[i], lens[i]);
+        p = buf;
+    }
+
+    EVP_DigestUpdate(mw_key_ctx, buf, p - buf);
+
+    mdlen = 0;
+    EVP_DigestFinal_ex(mw_key_ctx, md, &mdlen);
 
     memcpy(out, md, MW_KEY_LEN);
 }

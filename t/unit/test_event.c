@@ -35,6 +35,66 @@ static char  sqbuf[1 << 20];
 
 static const mw_quarantine_conf_t  *qconf;
 
+/*
+ * The helpers read an update's event through mw_update_event(), which
+ * reads back what mw_batch_dump() writes for it: the assertions check the
+ * output itself.  cur is the batch the updates belong to; held keeps the
+ * events handed out alive until the next parse, so that the strings the
+ * helpers return stay valid meanwhile.
+ */
+static const mw_batch_t  *cur;
+static json_t            *held;
+
+
+/*
+ * jansson's allocator, as the nginx glue may install one: its free()
+ * accepts only what its malloc() returned, so a core result released
+ * with plain free(), or plain malloc()ed memory given to mw_json_free(),
+ * fails (ASan reports the former, the tag check the latter).
+ */
+#define TAG        0x6d776a73u
+
+static size_t  tagged_live;
+
+
+static void *
+tagged_malloc(size_t size)
+{
+    unsigned char  *p;
+
+    p = malloc(size + 16);
+    if (p == NULL) {
+        return NULL;
+    }
+
+    *(unsigned *) p = TAG;
+    tagged_live++;
+
+    return p + 16;
+}
+
+
+static void
+tagged_free(void *ptr)
+{
+    unsigned char  *p;
+
+    if (ptr == NULL) {
+        return;
+    }
+
+    p = (unsigned char *) ptr - 16;
+
+    if (*(unsigned *) p != TAG) {
+        printf("# jansson's free() got memory it did not allocate\n");
+        abort();
+    }
+
+    *(unsigned *) p = 0;
+    tagged_live--;
+    free(p);
+}
+
 
 static const char *
 sq(const char *s)
@@ -56,21 +116,41 @@ parse(mw_batch_t *b, const char *s)
     const char  *j;
 
     j = sq(s);
+    json_array_clear(held);
+    cur = b;
     return mw_batch_parse(b, j, strlen(j), qconf, NOW);
+}
+
+
+static json_t *
+event(const mw_update_t *u)
+{
+    json_t  *ev;
+
+    ev = mw_update_event(cur, u - cur->updates);
+
+    if (ev == NULL) {
+        ok(0, "update %zu: event reads back", (size_t) (u - cur->updates));
+        return NULL;
+    }
+
+    json_array_append_new(held, ev);
+
+    return ev;
 }
 
 
 static json_t *
 get(const mw_update_t *u, const char *key)
 {
-    return json_object_get(u->event, key);
+    return json_object_get(event(u), key);
 }
 
 
 static const char *
 str(const mw_update_t *u, const char *key)
 {
-    return json_string_value(json_object_get(u->event, key));
+    return json_string_value(get(u, key));
 }
 
 
@@ -84,7 +164,7 @@ path(const mw_update_t *u, const char *k1, const char *k2)
 static int
 has(const mw_update_t *u, const char *key)
 {
-    return json_object_get(u->event, key) != NULL;
+    return get(u, key) != NULL;
 }
 
 
@@ -183,7 +263,7 @@ test_text(void)
        "dump has the window");
     ok(d && d[strlen(d) - 1] == '}' && no_raw_newline(d),
        "dump is one line");
-    free(d);
+    mw_json_free(d);
 
     mw_batch_free(&b);
     mw_batch_free(&b);
@@ -637,7 +717,7 @@ test_mixed(void)
                json_object_get(j, "events"), 0), "id")), "wamid.S1",
            "dump: first kept update");
     json_decref(j);
-    free(d);
+    mw_json_free(d);
 
     mw_batch_free(&b);
 }
@@ -666,6 +746,8 @@ test_big_batch(void)
 
     n += snprintf(buf + n, cap - n, "%s", sq("]" ENV_TAIL));
 
+    json_array_clear(held);
+    cur = &b;
     rc = mw_batch_parse(&b, buf, n, NULL, NOW);
     is_int(rc, MW_BATCH_OK, "1000: parse");
     is_int(b.nupdates, 1000, "1000: every update");
@@ -683,7 +765,7 @@ test_big_batch(void)
            "1000: dump has 1000 events");
     ok(no_raw_newline(d), "1000: one line");
     json_decref(j);
-    free(d);
+    mw_json_free(d);
     mw_batch_free(&b);
     free(buf);
 }
@@ -764,7 +846,7 @@ test_shape(void)
     buf = mw_batch_dump(&b, NULL, &n);
     is_str(buf, "{\"events\":[]}", "changes []: empty events");
     is_int(n, 13, "changes []: dump length");
-    free(buf);
+    mw_json_free(buf);
     mw_batch_free(&b);
 
     /* a malformed body after the depth bound and the UTF-8 check */
@@ -884,7 +966,7 @@ test_values(void)
     d = dump(&b, NULL);
     ok(d && strstr(d, "\"body\":\"a\\u0000b\"") != NULL,
        "NUL in text: re-escaped in the dump");
-    free(d);
+    mw_json_free(d);
     mw_batch_free(&b);
 
     /* CRLF in a profile name never reaches the output raw */
@@ -901,7 +983,7 @@ test_values(void)
     ok(d && no_raw_newline(d), "CRLF: no raw CR or LF in the dump");
     ok(d && strstr(d, "Eve\\r\\nX-Injected: 1") != NULL,
        "CRLF: escaped in the dump");
-    free(d);
+    mw_json_free(d);
     mw_batch_free(&b);
 
     /* unknown fields anywhere are ignored */
@@ -1160,7 +1242,7 @@ test_quarantine(void)
         d = dump(&b, NULL);
         ok(d && strstr(d, cases[i].secret) == NULL,
            "quarantine #%zu: the hidden text is nowhere in the dump", i);
-        free(d);
+        mw_json_free(d);
         mw_batch_free(&b);
     }
 
@@ -1191,7 +1273,7 @@ test_quarantine(void)
            "unsupported attachment is not scanned");
     d = dump(&b, NULL);
     ok(d && strstr(d, "411111") == NULL, "unsupported: filename hidden");
-    free(d);
+    mw_json_free(d);
     mw_batch_free(&b);
 
     /* qc NULL: no scanning */
@@ -1252,6 +1334,9 @@ test_optin(void)
 int
 main(void)
 {
+    json_set_alloc_funcs(tagged_malloc, tagged_free);
+
+    held = json_array();
     test_text();
     test_types();
     test_related();
@@ -1264,6 +1349,9 @@ main(void)
     test_malformed_items();
     test_quarantine();
     test_optin();
+
+    json_decref(held);
+    is_int(tagged_live, 0, "every jansson allocation released");
 
     return done_testing();
 }
