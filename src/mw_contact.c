@@ -70,8 +70,11 @@ mw_contact_normalize(const char *in, size_t len, char out[MW_CONTACT_MAX])
     for (i = 0; i < len; i++) {
         c = (unsigned char) in[i];
 
-        /* an opaque id is a token: no spaces, no control characters */
-        if (c <= 0x20 || c == 0x7f) {
+        /*
+         * An opaque id is a token: no spaces, no control characters, and
+         * nothing that would need escaping where it is echoed as JSON.
+         */
+        if (c <= 0x20 || c == 0x7f || c == '"' || c == '\\') {
             return -1;
         }
     }

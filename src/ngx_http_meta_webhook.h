@@ -120,6 +120,13 @@ typedef struct {
 typedef struct {
     ngx_str_t                   name;
 
+    /*
+     * 1: reserve, unreserve, contact, counter and sent block, and are
+     * called in threads only; 0: they are quick, on the event loop.
+     * ingest and settle never block the event loop either way.
+     */
+    ngx_uint_t                  blocking;
+
     ngx_int_t                 (*ingest)(void *state, ngx_mw_ingest_t *op);
 
     /*

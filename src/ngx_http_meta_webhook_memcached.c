@@ -78,6 +78,7 @@ static void ngx_http_meta_webhook_mc_sent(void *state, u_char *sent,
 
 ngx_mw_state_ops_t  ngx_http_meta_webhook_memcached_ops = {
     ngx_string("memcached"),
+    1,
     ngx_http_meta_webhook_mc_ingest,
     ngx_http_meta_webhook_mc_settle,
     ngx_http_meta_webhook_mc_reserve,
@@ -585,15 +586,310 @@ ngx_http_meta_webhook_mc_settle(void *state, ngx_mw_claim_t *claims,
 
 
 /*
- * The send path, its session query and the status page's conversation
- * counts are not served by this backend yet: nginx -t refuses
- * meta_webhook_send with it, and these answer "unavailable".
+ * The send path's operations.  With this backend they block, and so are
+ * called in threads only: the send's own task around its libcurl call,
+ * and small tasks for the session query and the status page.
  */
+
+static ngx_int_t
+ngx_mw_mc_read_contact(memcached_st *m, u_char *key, mw_contact_rec_t *c,
+    uint64_t *cas, ngx_uint_t *found)
+{
+    char                text[MW_KEY_TEXT_LEN + 1], value[NGX_MW_MC_VALUE_MAX];
+    size_t              len;
+    memcached_return_t  rc;
+
+    mw_key_text(text, MW_KEY_CONTACT, key);
+    ngx_memzero(c, sizeof(mw_contact_rec_t));
+
+    rc = ngx_mw_mc_gets(m, text, value, &len, cas);
+
+    if (rc == MEMCACHED_NOTFOUND) {
+        *found = 0;
+        return NGX_OK;
+    }
+
+    if (rc != MEMCACHED_SUCCESS) {
+        return NGX_ERROR;
+    }
+
+    *found = 1;
+
+    if (mw_contact_decode(c, value, len) != 0) {
+        ngx_memzero(c, sizeof(mw_contact_rec_t));
+    }
+
+    return NGX_OK;
+}
+
+
+/* A counter's value: absent is 0. */
+
+static ngx_int_t
+ngx_mw_mc_read_counter(memcached_st *m, u_char *key, int64_t *value)
+{
+    char                text[MW_KEY_TEXT_LEN + 1], v[NGX_MW_MC_VALUE_MAX];
+    size_t              len;
+    uint64_t            cas;
+    memcached_return_t  rc;
+
+    mw_key_text(text, MW_KEY_COUNTER, key);
+
+    rc = ngx_mw_mc_gets(m, text, v, &len, &cas);
+
+    if (rc == MEMCACHED_NOTFOUND) {
+        *value = 0;
+        return NGX_OK;
+    }
+
+    if (rc != MEMCACHED_SUCCESS) {
+        return NGX_ERROR;
+    }
+
+    *value = ngx_atoof((u_char *) v, len);
+
+    if (*value < 0) {
+        *value = 0;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * Counts one in a counter and says whether it stayed within limit (0: no
+ * limit).  incr is atomic on the server, so of two nodes racing for the
+ * last conversation one gets limit + 1, gives it back and is refused.
+ */
+
+static ngx_int_t
+ngx_mw_mc_count(memcached_st *m, u_char *key, int64_t end, time_t now,
+    int64_t limit, int64_t *value)
+{
+    int                 tries;
+    char                text[MW_KEY_TEXT_LEN + 1];
+    uint64_t            v;
+    memcached_return_t  rc;
+
+    mw_key_text(text, MW_KEY_COUNTER, key);
+
+    for (tries = 0; tries < 2; tries++) {
+        rc = memcached_increment(m, text, MW_KEY_TEXT_LEN, 1, &v);
+
+        if (rc == MEMCACHED_SUCCESS) {
+            *value = (int64_t) v;
+
+            if (limit > 0 && *value > limit) {
+                (void) memcached_decrement(m, text, MW_KEY_TEXT_LEN, 1, &v);
+                return NGX_DECLINED;
+            }
+
+            return NGX_OK;
+        }
+
+        if (rc != MEMCACHED_NOTFOUND) {
+            return NGX_ERROR;
+        }
+
+        /* the period's first: kept a day past its end */
+        rc = memcached_add(m, text, MW_KEY_TEXT_LEN, "0", 1,
+                           (time_t) mw_ttl(end + 86400, now), 0);
+
+        if (rc != MEMCACHED_SUCCESS && rc != MEMCACHED_NOTSTORED
+            && rc != MEMCACHED_DATA_EXISTS)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_ERROR;
+}
+
+
+static void
+ngx_mw_mc_uncount(memcached_st *m, u_char *key)
+{
+    char      text[MW_KEY_TEXT_LEN + 1];
+    uint64_t  v;
+
+    mw_key_text(text, MW_KEY_COUNTER, key);
+
+    /* memcached's decr stops at 0 */
+    (void) memcached_decrement(m, text, MW_KEY_TEXT_LEN, 1, &v);
+}
+
+
+/* Sets the session's mark, if the contact still has the same session. */
+
+static ngx_int_t
+ngx_mw_mc_mark(memcached_st *m, u_char *key, int64_t session, int64_t from,
+    int64_t to, time_t now)
+{
+    int                 tries, n;
+    char                text[MW_KEY_TEXT_LEN + 1];
+    char                value[MW_CONTACT_TEXT_MAX + 1];
+    uint64_t            cas;
+    ngx_uint_t          found;
+    mw_contact_rec_t    c;
+    memcached_return_t  rc;
+
+    mw_key_text(text, MW_KEY_CONTACT, key);
+
+    for (tries = 0; tries < NGX_MW_MC_CAS_TRIES; tries++) {
+
+        if (ngx_mw_mc_read_contact(m, key, &c, &cas, &found) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        if (!found || c.session != session || c.counted != from) {
+            /* another send of the session counted it, or it moved on */
+            return NGX_DECLINED;
+        }
+
+        c.counted = to;
+
+        n = mw_contact_encode(&c, value, sizeof(value));
+        if (n < 0) {
+            return NGX_ERROR;
+        }
+
+        rc = memcached_cas(m, text, MW_KEY_TEXT_LEN, value, n,
+                           (time_t) mw_ttl(mw_contact_expiry(&c, now), now),
+                           0, cas);
+
+        if (rc == MEMCACHED_SUCCESS) {
+            return NGX_OK;
+        }
+
+        if (rc != MEMCACHED_DATA_EXISTS && rc != MEMCACHED_NOTFOUND) {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_ERROR;
+}
+
 
 static ngx_int_t
 ngx_http_meta_webhook_mc_reserve(void *state, ngx_mw_send_op_t *op)
 {
+    ngx_mw_mc_t *mc = state;
+
+    int64_t            v;
+    uint64_t           cas;
+    ngx_int_t          rc;
+    ngx_uint_t         found, period_counted;
+    memcached_st      *m;
+    mw_contact_rec_t   c;
+
     op->rc = NGX_ERROR;
+
+    m = ngx_mw_mc_get_handle(mc, op->log);
+    if (m == NULL) {
+        return NGX_OK;
+    }
+
+    if (ngx_mw_mc_read_contact(m, op->contact, &c, &cas, &found) != NGX_OK
+        || ngx_mw_mc_read_counter(m, op->period, &op->limits.used) != NGX_OK
+        || ngx_mw_mc_read_counter(m, op->day, &op->limits.daily_used)
+           != NGX_OK)
+    {
+        ngx_log_error(NGX_LOG_ERR, op->log, 0,
+                      "meta_webhook: memcached could not be read for a "
+                      "send");
+        return NGX_OK;
+    }
+
+    op->cs.window = c.window;
+    op->cs.session = c.session;
+    op->cs.counted = c.counted;
+    op->cs.optin = c.optin;
+    op->counted = c.counted;
+
+    mw_send_decide(&op->cs, &op->limits, (int) op->is_template,
+                   (int64_t) op->now, &op->d);
+
+    op->rc = NGX_OK;
+
+    if (op->d.verdict != MW_SEND_ALLOW) {
+        return NGX_OK;
+    }
+
+    period_counted = 0;
+
+    if (op->d.conversation) {
+        rc = ngx_mw_mc_count(m, op->period, op->period_end, op->now,
+                             op->limits.limit, &v);
+
+        if (rc == NGX_DECLINED) {
+            /* another node took the last one meanwhile */
+            op->limits.used = v;
+            op->d.verdict = MW_SEND_LIMIT;
+            goto refused;
+        }
+
+        if (rc != NGX_OK) {
+            op->rc = NGX_ERROR;
+            goto refused;
+        }
+
+        period_counted = 1;
+    }
+
+    if (op->d.business_initiated) {
+        rc = ngx_mw_mc_count(m, op->day, op->day_end, op->now,
+                             op->limits.daily_limit, &v);
+
+        if (rc != NGX_OK) {
+            if (period_counted) {
+                ngx_mw_mc_uncount(m, op->period);
+            }
+
+            if (rc == NGX_DECLINED) {
+                op->limits.daily_used = v;
+                op->d.verdict = MW_SEND_DAILY_LIMIT;
+
+            } else {
+                op->rc = NGX_ERROR;
+            }
+
+            goto refused;
+        }
+    }
+
+    if (op->d.session) {
+        op->mark = op->now > op->cs.session ? op->now : op->cs.session;
+
+        rc = ngx_mw_mc_mark(m, op->contact, op->cs.session, op->counted,
+                            op->mark, op->now);
+
+        if (rc == NGX_DECLINED) {
+            /* counted by a concurrent send of the same session: give back */
+            if (period_counted) {
+                ngx_mw_mc_uncount(m, op->period);
+            }
+
+            op->d.conversation = 0;
+            op->d.session = 0;
+
+        } else if (rc != NGX_OK) {
+            if (period_counted) {
+                ngx_mw_mc_uncount(m, op->period);
+            }
+
+            op->rc = NGX_ERROR;
+            goto refused;
+        }
+    }
+
+    return NGX_OK;
+
+refused:
+
+    op->d.conversation = 0;
+    op->d.business_initiated = 0;
+    op->d.session = 0;
+
     return NGX_OK;
 }
 
@@ -601,6 +897,31 @@ ngx_http_meta_webhook_mc_reserve(void *state, ngx_mw_send_op_t *op)
 static void
 ngx_http_meta_webhook_mc_unreserve(void *state, ngx_mw_send_op_t *op)
 {
+    ngx_mw_mc_t *mc = state;
+
+    memcached_st  *m;
+
+    if (op->rc != NGX_OK || op->d.verdict != MW_SEND_ALLOW) {
+        return;
+    }
+
+    m = ngx_mw_mc_get_handle(mc, op->log);
+    if (m == NULL) {
+        return;
+    }
+
+    if (op->d.conversation) {
+        ngx_mw_mc_uncount(m, op->period);
+    }
+
+    if (op->d.business_initiated) {
+        ngx_mw_mc_uncount(m, op->day);
+    }
+
+    if (op->d.session) {
+        (void) ngx_mw_mc_mark(m, op->contact, op->cs.session, op->mark,
+                              op->counted, op->now);
+    }
 }
 
 
@@ -608,15 +929,44 @@ static ngx_int_t
 ngx_http_meta_webhook_mc_contact(void *state, u_char *key,
     mw_contact_state_t *cs)
 {
-    return NGX_ERROR;
+    ngx_mw_mc_t *mc = state;
+
+    uint64_t           cas;
+    ngx_uint_t         found;
+    memcached_st      *m;
+    mw_contact_rec_t   c;
+
+    m = ngx_mw_mc_get_handle(mc, mc->log);
+
+    if (m == NULL
+        || ngx_mw_mc_read_contact(m, key, &c, &cas, &found) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    cs->window = c.window;
+    cs->session = c.session;
+    cs->counted = c.counted;
+    cs->optin = c.optin;
+
+    return NGX_OK;
 }
 
 
 static ngx_int_t
 ngx_http_meta_webhook_mc_counter(void *state, u_char *key, int64_t *value)
 {
-    *value = 0;
-    return NGX_DECLINED;
+    ngx_mw_mc_t *mc = state;
+
+    memcached_st  *m;
+
+    m = ngx_mw_mc_get_handle(mc, mc->log);
+
+    if (m == NULL || ngx_mw_mc_read_counter(m, key, value) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
 }
 
 
@@ -624,6 +974,21 @@ static void
 ngx_http_meta_webhook_mc_sent(void *state, u_char *sent, u_char *contact,
     time_t ttl, ngx_log_t *log)
 {
+    ngx_mw_mc_t *mc = state;
+
+    char           key[MW_KEY_TEXT_LEN + 1], value[MW_KEY_HEX_LEN + 1];
+    memcached_st  *m;
+
+    m = ngx_mw_mc_get_handle(mc, log);
+    if (m == NULL) {
+        return;
+    }
+
+    mw_key_text(key, MW_KEY_SENT, sent);
+    mw_key_hex(contact, value);
+
+    (void) memcached_set(m, key, MW_KEY_TEXT_LEN, value, MW_KEY_HEX_LEN,
+                         (time_t) mw_ttl(ngx_time() + ttl, ngx_time()), 0);
 }
 
 

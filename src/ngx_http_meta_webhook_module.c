@@ -1232,7 +1232,7 @@ ngx_http_meta_webhook_merge_send(ngx_conf_t *cf,
     ngx_http_meta_webhook_loc_conf_t *prev,
     ngx_http_meta_webhook_loc_conf_t *conf)
 {
-    ngx_http_meta_webhook_main_conf_t  *mmcf;
+    ngx_http_core_loc_conf_t  *clcf;
 
     if (conf->send == NGX_CONF_UNSET) {
         conf->send = 0;
@@ -1273,20 +1273,22 @@ ngx_http_meta_webhook_merge_send(ngx_conf_t *cf,
         conf->graph_url.len--;
     }
 
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+#if (NGX_THREADS)
+    if (clcf->handler == ngx_http_meta_webhook_status_handler) {
+        /* a state that blocks is read in a thread */
+        conf->thread_pool = ngx_thread_pool_add(cf, &conf->thread_pool_name);
+        if (conf->thread_pool == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+#endif
+
     if (!conf->send) {
         return NGX_CONF_OK;
     }
 
-    mmcf = ngx_http_conf_get_module_main_conf(cf,
-                                              ngx_http_meta_webhook_module);
-
-    if (mmcf->shared) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"meta_webhook_send\" does not work with "
-                           "\"meta_webhook_state memcached\" yet; use the "
-                           "shm state for the send path");
-        return NGX_CONF_ERROR;
-    }
 
     if (conf->auth_header.len == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,

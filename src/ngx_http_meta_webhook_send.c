@@ -36,11 +36,38 @@ typedef struct {
 } ngx_mw_path_t;
 
 
+/* a session query or the status page, reading the state */
+
+typedef struct {
+    ngx_http_request_t         *request;
+    ngx_mw_state_ops_t         *ops;
+    void                       *state;
+    ngx_uint_t                  status_page;
+
+    u_char                      key[MW_KEY_LEN];       /* a session's */
+    ngx_str_t                   phone_number_id;
+    char                        contact[MW_CONTACT_MAX];
+    ngx_mw_send_op_t            op;                    /* the periods */
+
+    ngx_int_t                   rc;
+    mw_contact_state_t          cs;
+    int64_t                     used;
+    int64_t                     daily;
+
+    ngx_event_t                 guard;
+} ngx_mw_read_task_t;
+
+
 /* what a thread needs and gives back: no pointer into nginx's pools */
 
 typedef struct {
     ngx_http_request_t         *request;
     ngx_mw_send_op_t            op;
+
+    /* a blocking state is asked in the thread, around the call */
+    ngx_mw_state_ops_t         *ops;
+    void                       *state;
+    ngx_uint_t                  blocking;
 
     char                       *url;
     char                       *auth;
@@ -77,9 +104,23 @@ static int ngx_http_meta_webhook_curl_seek(void *userdata, curl_off_t offset,
 static void ngx_http_meta_webhook_send_guard(ngx_event_t *ev);
 static ngx_int_t ngx_http_meta_webhook_session(ngx_http_request_t *r,
     ngx_mw_path_t *path);
+static ngx_int_t ngx_http_meta_webhook_session_answer(ngx_http_request_t *r,
+    ngx_mw_read_task_t *rt);
+static ngx_int_t ngx_http_meta_webhook_read_state(ngx_http_request_t *r,
+    ngx_mw_read_task_t *rt);
+static void ngx_http_meta_webhook_read_thread(void *data, ngx_log_t *log);
+static void ngx_http_meta_webhook_read_done(ngx_event_t *ev);
+static ngx_int_t ngx_http_meta_webhook_read_answer(ngx_http_request_t *r,
+    ngx_mw_read_task_t *rt);
+static ngx_int_t ngx_http_meta_webhook_status_answer(ngx_http_request_t *r,
+    ngx_mw_read_task_t *rt);
 static void ngx_http_meta_webhook_send_body(ngx_http_request_t *r);
 static ngx_int_t ngx_http_meta_webhook_send_start(ngx_http_request_t *r);
+static ngx_int_t ngx_http_meta_webhook_verdict(ngx_http_request_t *r,
+    ngx_mw_send_task_t *t);
 static void ngx_http_meta_webhook_send_thread(void *data, ngx_log_t *log);
+static void ngx_http_meta_webhook_curl(ngx_mw_send_task_t *t);
+static void ngx_http_meta_webhook_record_sent(ngx_mw_send_task_t *t);
 static size_t ngx_http_meta_webhook_curl_write(char *ptr, size_t size,
     size_t nmemb, void *userdata);
 static void ngx_http_meta_webhook_send_done(ngx_event_t *ev);
@@ -87,8 +128,6 @@ static ngx_int_t ngx_http_meta_webhook_send_finish(ngx_http_request_t *r,
     ngx_mw_send_task_t *t);
 static ngx_int_t ngx_http_meta_webhook_refuse(ngx_http_request_t *r,
     ngx_uint_t status, int code, const char *message, const char *details);
-static void ngx_http_meta_webhook_record_sent(
-    ngx_http_meta_webhook_main_conf_t *mmcf, ngx_mw_send_task_t *t);
 static void ngx_http_meta_webhook_count_graph_error(
     ngx_http_meta_webhook_main_conf_t *mmcf, ngx_mw_send_task_t *t);
 
@@ -311,17 +350,15 @@ ngx_http_meta_webhook_periods(ngx_http_meta_webhook_loc_conf_t *lcf,
 static ngx_int_t
 ngx_http_meta_webhook_session(ngx_http_request_t *r, ngx_mw_path_t *path)
 {
-    int                                 n;
-    u_char                             *p, *buf;
-    time_t                              now;
-    ngx_str_t                           contact;
-    const char                         *optin;
-    mw_contact_state_t                  cs;
-    u_char                              key[MW_KEY_LEN];
-    char                                norm[MW_CONTACT_MAX];
-    ngx_http_meta_webhook_main_conf_t  *mmcf;
+    int                     n;
+    u_char                 *p, *src;
+    ngx_str_t               contact;
+    ngx_mw_read_task_t     *rt;
 
-    mmcf = ngx_http_get_module_main_conf(r, ngx_http_meta_webhook_module);
+    rt = ngx_pcalloc(r->pool, sizeof(ngx_mw_read_task_t));
+    if (rt == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
 
     /* the contact may be written "+1 650 555 1234": unescape it first */
 
@@ -331,11 +368,12 @@ ngx_http_meta_webhook_session(ngx_http_request_t *r, ngx_mw_path_t *path)
     }
 
     p = contact.data;
-    buf = path->contact.data;
-    ngx_unescape_uri(&p, &buf, path->contact.len, 0);
+    src = path->contact.data;
+    ngx_unescape_uri(&p, &src, path->contact.len, 0);
     contact.len = p - contact.data;
 
-    n = mw_contact_normalize((const char *) contact.data, contact.len, norm);
+    n = mw_contact_normalize((const char *) contact.data, contact.len,
+                             rt->contact);
 
     if (n < 0) {
         return ngx_http_meta_webhook_refuse(r, NGX_HTTP_BAD_REQUEST,
@@ -343,21 +381,37 @@ ngx_http_meta_webhook_session(ngx_http_request_t *r, ngx_mw_path_t *path)
                    "number or a user id", NULL);
     }
 
-    mw_key_contact(key, (const char *) path->phone_number_id.data,
-                   path->phone_number_id.len, norm, (size_t) n);
+    mw_key_contact(rt->key, (const char *) path->phone_number_id.data,
+                   path->phone_number_id.len, rt->contact, (size_t) n);
 
-    if (mmcf->ops->contact(mmcf->state, key, &cs) != NGX_OK) {
+    rt->phone_number_id = path->phone_number_id;
+
+    return ngx_http_meta_webhook_read_state(r, rt);
+}
+
+
+static ngx_int_t
+ngx_http_meta_webhook_session_answer(ngx_http_request_t *r,
+    ngx_mw_read_task_t *rt)
+{
+    u_char              *p, *buf;
+    time_t               now;
+    const char          *optin;
+    mw_contact_state_t  *cs;
+
+    if (rt->rc != NGX_OK) {
         return ngx_http_meta_webhook_refuse(r, NGX_HTTP_SERVICE_UNAVAILABLE,
                    2, "the state cannot be read now", NULL);
     }
 
+    cs = &rt->cs;
     now = ngx_time();
 
-    optin = cs.optin == MW_OPTIN_IN ? "in"
-            : cs.optin == MW_OPTIN_OUT ? "out" : "none";
+    optin = cs->optin == MW_OPTIN_IN ? "in"
+            : cs->optin == MW_OPTIN_OUT ? "out" : "none";
 
     buf = ngx_pnalloc(r->pool, 256 + MW_CONTACT_MAX
-                               + path->phone_number_id.len);
+                               + rt->phone_number_id.len);
     if (buf == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -365,16 +419,147 @@ ngx_http_meta_webhook_session(ngx_http_request_t *r, ngx_mw_path_t *path)
     p = ngx_sprintf(buf, "{\"phone_number_id\":\"%V\",\"contact\":\"%s\","
                     "\"open\":%s,\"expires_at\":%L,\"session_started_at\":%L,"
                     "\"conversation_counted\":%s,\"optin\":\"%s\"}",
-                    &path->phone_number_id, norm,
-                    mw_window_open(cs.window, now) ? "true" : "false",
-                    cs.window, cs.session,
-                    (mw_window_open(cs.window, now)
-                     && cs.counted >= cs.session && cs.counted != 0)
+                    &rt->phone_number_id, rt->contact,
+                    mw_window_open(cs->window, now) ? "true" : "false",
+                    cs->window, cs->session,
+                    (mw_window_open(cs->window, now)
+                     && cs->counted >= cs->session && cs->counted != 0)
                     ? "true" : "false",
                     optin);
 
     return ngx_http_meta_webhook_respond(r, NGX_HTTP_OK, "application/json",
                                          buf, p - buf);
+}
+
+
+/*
+ * Reads what a session query or the status page shows: at once from a
+ * state that does not block, in a thread from one that does.
+ */
+
+static ngx_int_t
+ngx_http_meta_webhook_read_state(ngx_http_request_t *r,
+    ngx_mw_read_task_t *rt)
+{
+    ngx_thread_task_t                  *task;
+    ngx_http_meta_webhook_loc_conf_t   *lcf;
+    ngx_http_meta_webhook_main_conf_t  *mmcf;
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_meta_webhook_module);
+    mmcf = ngx_http_get_module_main_conf(r, ngx_http_meta_webhook_module);
+
+    rt->request = r;
+    rt->ops = mmcf->ops;
+    rt->state = mmcf->state;
+
+    if (mmcf->ops == NULL) {
+        rt->rc = NGX_ERROR;
+        return ngx_http_meta_webhook_read_answer(r, rt);
+    }
+
+    if (!mmcf->ops->blocking) {
+        ngx_http_meta_webhook_read_thread(rt, r->connection->log);
+        return ngx_http_meta_webhook_read_answer(r, rt);
+    }
+
+#if (NGX_THREADS)
+
+    task = ngx_thread_task_alloc(r->pool, 0);
+    if (task == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    task->ctx = rt;
+    task->handler = ngx_http_meta_webhook_read_thread;
+    task->event.handler = ngx_http_meta_webhook_read_done;
+    task->event.data = rt;
+
+    if (lcf->thread_pool == NULL) {
+        lcf->thread_pool = ngx_thread_pool_get((ngx_cycle_t *) ngx_cycle,
+                                               &lcf->thread_pool_name);
+    }
+
+    if (lcf->thread_pool == NULL
+        || ngx_thread_task_post(lcf->thread_pool, task) != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /* held until the thread is done, and counted for the finalization */
+    r->main->count++;
+    r->main->blocked++;
+    r->write_event_handler = ngx_http_request_empty_handler;
+
+    rt->guard.handler = ngx_http_meta_webhook_send_guard;
+    rt->guard.data = rt;
+    rt->guard.log = r->connection->log;
+    ngx_add_timer(&rt->guard, 10000);
+
+    return NGX_DONE;
+
+#else
+
+    return NGX_HTTP_INTERNAL_SERVER_ERROR;
+
+#endif
+}
+
+
+static void
+ngx_http_meta_webhook_read_thread(void *data, ngx_log_t *log)
+{
+    ngx_mw_read_task_t *rt = data;
+
+    if (!rt->status_page) {
+        rt->rc = rt->ops->contact(rt->state, rt->key, &rt->cs);
+        return;
+    }
+
+    rt->rc = NGX_OK;
+
+    if (rt->ops->counter(rt->state, rt->op.period, &rt->used) != NGX_OK) {
+        rt->used = -1;
+    }
+
+    if (rt->ops->counter(rt->state, rt->op.day, &rt->daily) != NGX_OK) {
+        rt->daily = -1;
+    }
+}
+
+
+static void
+ngx_http_meta_webhook_read_done(ngx_event_t *ev)
+{
+    ngx_mw_read_task_t *rt = ev->data;
+
+    ngx_int_t            rc;
+    ngx_connection_t    *c;
+    ngx_http_request_t  *r;
+
+    r = rt->request;
+    c = r->connection;
+
+    ngx_http_set_log_request(c->log, r);
+
+    r->main->blocked--;
+
+    if (rt->guard.timer_set) {
+        ngx_del_timer(&rt->guard);
+    }
+
+    rc = ngx_http_meta_webhook_read_answer(r, rt);
+
+    ngx_http_finalize_request(r, rc);
+    ngx_http_run_posted_requests(c);
+}
+
+
+static ngx_int_t
+ngx_http_meta_webhook_read_answer(ngx_http_request_t *r,
+    ngx_mw_read_task_t *rt)
+{
+    return rt->status_page ? ngx_http_meta_webhook_status_answer(r, rt)
+                           : ngx_http_meta_webhook_session_answer(r, rt);
 }
 
 
@@ -397,11 +582,9 @@ ngx_http_meta_webhook_send_body(ngx_http_request_t *r)
 static ngx_int_t
 ngx_http_meta_webhook_send_start(ngx_http_request_t *r)
 {
-    u_char                             *p;
     size_t                              len;
+    ngx_int_t                           rc;
     ngx_str_t                           body, id;
-    ngx_uint_t                          status;
-    const char                         *why;
     mw_send_req_t                       req;
     mw_send_err_t                       err;
     ngx_mw_path_t                       path;
@@ -409,7 +592,6 @@ ngx_http_meta_webhook_send_start(ngx_http_request_t *r)
     ngx_mw_send_task_t                 *t;
     ngx_http_meta_webhook_loc_conf_t   *lcf;
     ngx_http_meta_webhook_main_conf_t  *mmcf;
-    u_char                              when[NGX_INT64_LEN + 64];
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_meta_webhook_module);
     mmcf = ngx_http_get_module_main_conf(r, ngx_http_meta_webhook_module);
@@ -456,9 +638,83 @@ ngx_http_meta_webhook_send_start(ngx_http_request_t *r)
 
     mw_send_free(&req);
 
-    if (mmcf->ops->reserve(mmcf->state, &t->op) != NGX_OK
-        || t->op.rc != NGX_OK)
-    {
+    t->ops = mmcf->ops;
+    t->state = mmcf->state;
+    t->blocking = mmcf->ops->blocking;
+
+    if (!t->blocking) {
+        if (mmcf->ops->reserve(mmcf->state, &t->op) != NGX_OK) {
+            t->op.rc = NGX_ERROR;
+        }
+
+        rc = ngx_http_meta_webhook_verdict(r, t);
+        if (rc != NGX_DECLINED) {
+            return rc;
+        }
+    }
+
+    /* forward the client's exact bytes with the configured token */
+
+    len = lcf->graph_url.len + sizeof("/") + id.len + sizeof("/messages");
+
+    t->url = ngx_pnalloc(r->pool, len);
+    if (t->url == NULL) {
+        goto failed;
+    }
+
+    (void) ngx_sprintf((u_char *) t->url, "%V/%V/messages%Z",
+                       &lcf->graph_url, &id);
+
+    t->auth = (char *) lcf->auth_header.data;
+    t->body = body.data;
+    t->body_len = body.len;
+    t->connect_timeout = (long) lcf->graph_connect_timeout;
+    t->timeout = (long) lcf->graph_timeout;
+
+    task->handler = ngx_http_meta_webhook_send_thread;
+    task->event.handler = ngx_http_meta_webhook_send_done;
+    task->event.data = t;
+
+    if (ngx_thread_task_post(lcf->thread_pool, task) != NGX_OK) {
+        goto failed;
+    }
+
+    r->main->blocked++;
+    r->write_event_handler = ngx_http_request_empty_handler;
+
+    t->guard.handler = ngx_http_meta_webhook_send_guard;
+    t->guard.data = t;
+    t->guard.log = r->connection->log;
+    ngx_add_timer(&t->guard, lcf->graph_timeout + lcf->graph_connect_timeout
+                             + 5000);
+
+    return NGX_AGAIN;
+
+failed:
+
+    if (!t->blocking) {
+        mmcf->ops->unreserve(mmcf->state, &t->op);
+    }
+
+    return NGX_HTTP_INTERNAL_SERVER_ERROR;
+}
+
+
+/*
+ * The answer to a send the rules refused, or NGX_DECLINED when it may go.
+ */
+
+static ngx_int_t
+ngx_http_meta_webhook_verdict(ngx_http_request_t *r, ngx_mw_send_task_t *t)
+{
+    u_char                             *p;
+    const char                         *why;
+    ngx_http_meta_webhook_main_conf_t  *mmcf;
+    u_char                              when[NGX_INT64_LEN + 64];
+
+    mmcf = ngx_http_get_module_main_conf(r, ngx_http_meta_webhook_module);
+
+    if (t->op.rc != NGX_OK) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "meta_webhook: send refused: the %V state cannot "
                       "count it now", &mmcf->ops->name);
@@ -472,7 +728,7 @@ ngx_http_meta_webhook_send_start(ngx_http_request_t *r)
     switch (t->op.d.verdict) {
 
     case MW_SEND_ALLOW:
-        break;
+        return NGX_DECLINED;
 
     case MW_SEND_WINDOW_CLOSED:
         ngx_mw_count(mmcf, refused_window, 1);
@@ -535,49 +791,7 @@ ngx_http_meta_webhook_send_start(ngx_http_request_t *r)
                    NULL);
     }
 
-    /* forward the client's exact bytes with the configured token */
-
-    len = lcf->graph_url.len + sizeof("/") + id.len + sizeof("/messages");
-
-    t->url = ngx_pnalloc(r->pool, len);
-    if (t->url == NULL) {
-        goto failed;
-    }
-
-    (void) ngx_sprintf((u_char *) t->url, "%V/%V/messages%Z",
-                       &lcf->graph_url, &id);
-
-    t->auth = (char *) lcf->auth_header.data;
-    t->body = body.data;
-    t->body_len = body.len;
-    t->connect_timeout = (long) lcf->graph_connect_timeout;
-    t->timeout = (long) lcf->graph_timeout;
-
-    task->handler = ngx_http_meta_webhook_send_thread;
-    task->event.handler = ngx_http_meta_webhook_send_done;
-    task->event.data = t;
-
-    if (ngx_thread_task_post(lcf->thread_pool, task) != NGX_OK) {
-        goto failed;
-    }
-
-    r->main->blocked++;
-    r->write_event_handler = ngx_http_request_empty_handler;
-
-    t->guard.handler = ngx_http_meta_webhook_send_guard;
-    t->guard.data = t;
-    t->guard.log = r->connection->log;
-    ngx_add_timer(&t->guard, lcf->graph_timeout + lcf->graph_connect_timeout
-                             + 5000);
-
-    return NGX_AGAIN;
-
-failed:
-
-    mmcf->ops->unreserve(mmcf->state, &t->op);
-    status = NGX_HTTP_INTERNAL_SERVER_ERROR;
-
-    return status;
+    return NGX_DECLINED;
 }
 
 
@@ -588,6 +802,41 @@ ngx_http_meta_webhook_send_thread(void *data, ngx_log_t *log)
 {
     ngx_mw_send_task_t *t = data;
 
+    ngx_uint_t  ok;
+
+    if (t->blocking) {
+        /* decided and counted here: the state blocks */
+        t->op.log = log;
+
+        if (t->ops->reserve(t->state, &t->op) != NGX_OK) {
+            t->op.rc = NGX_ERROR;
+        }
+
+        if (t->op.rc != NGX_OK || t->op.d.verdict != MW_SEND_ALLOW) {
+            return;
+        }
+    }
+
+    ngx_http_meta_webhook_curl(t);
+
+    if (!t->blocking) {
+        return;
+    }
+
+    ok = (t->curl_rc == CURLE_OK && t->status >= 200 && t->status < 300);
+
+    if (ok) {
+        ngx_http_meta_webhook_record_sent(t);
+
+    } else {
+        t->ops->unreserve(t->state, &t->op);
+    }
+}
+
+
+static void
+ngx_http_meta_webhook_curl(ngx_mw_send_task_t *t)
+{
     CURL               *curl;
     struct curl_slist  *headers, *h;
 
@@ -784,20 +1033,31 @@ ngx_http_meta_webhook_send_finish(ngx_http_request_t *r,
     ngx_mw_send_task_t *t)
 {
     u_char                             *p;
+    ngx_int_t                           rc;
     ngx_uint_t                          ok;
     ngx_http_meta_webhook_main_conf_t  *mmcf;
 
     mmcf = ngx_http_get_module_main_conf(r, ngx_http_meta_webhook_module);
+
+    if (t->blocking) {
+        rc = ngx_http_meta_webhook_verdict(r, t);
+        if (rc != NGX_DECLINED) {
+            return rc;
+        }
+    }
 
     ok = (t->curl_rc == CURLE_OK && t->status >= 200 && t->status < 300);
 
     /*
      * Settled whatever became of the client: Meta's answer decides what
      * was counted.  Sends are never retried here; the caller decides.
+     * A blocking state was settled in the thread already.
      */
 
     if (!ok) {
-        mmcf->ops->unreserve(mmcf->state, &t->op);
+        if (!t->blocking) {
+            mmcf->ops->unreserve(mmcf->state, &t->op);
+        }
 
         if (t->op.d.conversation) {
             ngx_mw_count(mmcf, conversations_rolled_back, 1);
@@ -849,7 +1109,10 @@ ngx_http_meta_webhook_send_finish(ngx_http_request_t *r,
 
     if (ok) {
         ngx_mw_count(mmcf, sends_accepted, 1);
-        ngx_http_meta_webhook_record_sent(mmcf, t);
+
+        if (!t->blocking) {
+            ngx_http_meta_webhook_record_sent(t);
+        }
 
     } else {
         ngx_http_meta_webhook_count_graph_error(mmcf, t);
@@ -886,8 +1149,7 @@ ngx_http_meta_webhook_send_finish(ngx_http_request_t *r,
  */
 
 static void
-ngx_http_meta_webhook_record_sent(ngx_http_meta_webhook_main_conf_t *mmcf,
-    ngx_mw_send_task_t *t)
+ngx_http_meta_webhook_record_sent(ngx_mw_send_task_t *t)
 {
     size_t         i;
     json_t        *root, *messages, *id;
@@ -902,8 +1164,8 @@ ngx_http_meta_webhook_record_sent(ngx_http_meta_webhook_main_conf_t *mmcf,
 
         if (json_is_string(id)) {
             mw_key_sent(key, json_string_value(id), json_string_length(id));
-            mmcf->ops->sent(mmcf->state, key, t->op.contact, 8 * 86400,
-                            t->op.log);
+            t->ops->sent(t->state, key, t->op.contact, 8 * 86400,
+                         t->op.log);
         }
     }
 
@@ -988,16 +1250,9 @@ ngx_http_meta_webhook_refuse(ngx_http_request_t *r, ngx_uint_t status,
 ngx_int_t
 ngx_http_meta_webhook_status_handler(ngx_http_request_t *r)
 {
-    u_char                             *buf, *p;
-    size_t                              size;
-    time_t                              now;
-    int64_t                             used, daily;
     ngx_int_t                           rc;
-    ngx_uint_t                          i, first;
-    ngx_mw_send_op_t                    op;
-    ngx_mw_counters_t                  *c, zero;
+    ngx_mw_read_task_t                 *rt;
     ngx_http_meta_webhook_loc_conf_t   *lcf;
-    ngx_http_meta_webhook_main_conf_t  *mmcf;
 
     if (r->method != NGX_HTTP_GET && r->method != NGX_HTTP_HEAD) {
         return NGX_HTTP_NOT_ALLOWED;
@@ -1009,6 +1264,32 @@ ngx_http_meta_webhook_status_handler(ngx_http_request_t *r)
     }
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_meta_webhook_module);
+
+    rt = ngx_pcalloc(r->pool, sizeof(ngx_mw_read_task_t));
+    if (rt == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    rt->status_page = 1;
+    ngx_http_meta_webhook_periods(lcf, ngx_time(), &rt->op);
+
+    return ngx_http_meta_webhook_read_state(r, rt);
+}
+
+
+static ngx_int_t
+ngx_http_meta_webhook_status_answer(ngx_http_request_t *r,
+    ngx_mw_read_task_t *rt)
+{
+    u_char                             *buf, *p;
+    size_t                              size;
+    int64_t                             used, daily;
+    ngx_uint_t                          i, first;
+    ngx_mw_counters_t                  *c, zero;
+    ngx_http_meta_webhook_loc_conf_t   *lcf;
+    ngx_http_meta_webhook_main_conf_t  *mmcf;
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_meta_webhook_module);
     mmcf = ngx_http_get_module_main_conf(r, ngx_http_meta_webhook_module);
 
     c = mmcf->counters;
@@ -1018,25 +1299,9 @@ ngx_http_meta_webhook_status_handler(ngx_http_request_t *r)
         c = &zero;
     }
 
-    now = ngx_time();
-    ngx_memzero(&op, sizeof(ngx_mw_send_op_t));
-    ngx_http_meta_webhook_periods(lcf, now, &op);
-
-    used = -1;
-    daily = -1;
-
-    /* counts the backend cannot read on the event loop are shown null */
-    if (mmcf->ops
-        && mmcf->ops->counter(mmcf->state, op.period, &used) != NGX_OK)
-    {
-        used = -1;
-    }
-
-    if (mmcf->ops
-        && mmcf->ops->counter(mmcf->state, op.day, &daily) != NGX_OK)
-    {
-        daily = -1;
-    }
+    /* counts the state could not give are shown null */
+    used = (rt->rc == NGX_OK) ? rt->used : -1;
+    daily = (rt->rc == NGX_OK) ? rt->daily : -1;
 
     size = 4096 + NGX_MW_ERROR_CODES * (2 * NGX_ATOMIC_T_LEN + 8);
 
@@ -1058,7 +1323,7 @@ ngx_http_meta_webhook_status_handler(ngx_http_request_t *r)
             "\"unsupported\":{\"reaction\":%uA,\"deleted\":%uA,"
             "\"unsupported_attachment\":%uA,\"unsupported_type\":%uA},"
             "\"optins\":%uA,\"optouts\":%uA},",
-            mmcf->ops ? &mmcf->ops->name : &lcf->graph_url,
+            mmcf->ops ? &mmcf->ops->name : &lcf->thread_pool_name,
             c->state_errors, c->evictions,
             c->deliveries, c->signatures_missing, c->signatures_refused,
             c->unlisted, c->dead_letters, c->busy,
@@ -1099,11 +1364,11 @@ ngx_http_meta_webhook_status_handler(ngx_http_request_t *r)
     p = (used < 0) ? ngx_cpymem(p, "null", 4) : ngx_sprintf(p, "%L", used);
     p = ngx_sprintf(p, ",\"limit\":%i,\"period_resets_at\":%L,"
                     "\"business_initiated_today\":",
-                    lcf->conversation_limit, op.period_end);
+                    lcf->conversation_limit, rt->op.period_end);
     p = (daily < 0) ? ngx_cpymem(p, "null", 4) : ngx_sprintf(p, "%L", daily);
     p = ngx_sprintf(p, ",\"daily_limit\":%i,\"day_resets_at\":%L}}",
                     lcf->business_verified ? 0 : NGX_MW_DAILY_CAP,
-                    op.day_end);
+                    rt->op.day_end);
 
     return ngx_http_meta_webhook_respond(r, NGX_HTTP_OK, "application/json",
                                          buf, p - buf);

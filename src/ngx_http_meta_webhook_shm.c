@@ -102,6 +102,7 @@ static void ngx_http_meta_webhook_shm_settle(void *state,
 
 ngx_mw_state_ops_t  ngx_http_meta_webhook_shm_ops = {
     ngx_string("shm"),
+    0,
     ngx_http_meta_webhook_shm_ingest,
     ngx_http_meta_webhook_shm_settle,
     ngx_http_meta_webhook_shm_reserve,

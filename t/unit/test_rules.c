@@ -98,6 +98,9 @@ test_contact(void)
     is_int(mw_contact_normalize("", 0, out), -1, "empty refused");
     is_int(mw_contact_normalize("a b", 3, out), -1, "space in an id");
     is_int(mw_contact_normalize("a\r\nb", 4, out), -1, "CRLF in an id");
+    is_int(mw_contact_normalize("US.a\"b", 6, out), -1, "a quote in an id");
+    is_int(mw_contact_normalize("US.a\\b", 6, out), -1,
+           "a backslash in an id");
     mw_contact_normalize("1650555+1234", 12, out);
     is_str(out, "1650555+1234",
            "a '+' inside digits is not a phone number: kept as an id");
