@@ -518,6 +518,7 @@ ngx_http_meta_webhook_ingest(ngx_http_request_t *r,
 {
     int                                 m, rc;
     ngx_str_t                           body;
+    ngx_pool_t                         *pool;
     ngx_http_meta_webhook_loc_conf_t   *lcf;
     ngx_http_meta_webhook_main_conf_t  *mmcf;
 
@@ -554,8 +555,16 @@ ngx_http_meta_webhook_ingest(ngx_http_request_t *r,
                       "secret (\"meta_webhook_app_secret_previous_file\")");
     }
 
+    /*
+     * The document's values come from the request's pool and go with it:
+     * no value-by-value free of a thousand-update batch.
+     */
+    pool = ngx_http_meta_webhook_json_pool(r->pool);
+
     rc = mw_batch_parse(&ctx->batch, (const char *) body.data, body.len,
                         &lcf->qconf, (int64_t) ngx_time());
+
+    (void) ngx_http_meta_webhook_json_pool(pool);
 
     if (rc == MW_BATCH_ENOMEM) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -564,7 +573,7 @@ ngx_http_meta_webhook_ingest(ngx_http_request_t *r,
     if (rc != MW_BATCH_OK) {
         /* signed by Meta: retrying it for 7 days would not make it usable */
         ngx_http_meta_webhook_dead_letter(r, lcf, &body, ctx->batch.error);
-        mw_batch_free(&ctx->batch);
+        mw_batch_drop(&ctx->batch);
         ngx_memzero(&ctx->batch, sizeof(mw_batch_t));
 
         ngx_mw_count(mmcf, dead_letters, 1);
@@ -1319,5 +1328,6 @@ ngx_http_meta_webhook_cleanup(void *data)
                           0, 0, ngx_cycle->log);
     }
 
-    mw_batch_free(&ctx->batch);
+    /* the values are in the request's pool: only the batch's own memory */
+    mw_batch_drop(&ctx->batch);
 }

@@ -308,6 +308,7 @@ ngx_http_meta_webhook_events_variable(ngx_http_request_t *r,
 {
     char                         *json;
     size_t                        len;
+    ngx_pool_t                   *pool;
     ngx_http_meta_webhook_ctx_t  *ctx;
 
     ctx = ngx_http_meta_webhook_get_ctx(r);
@@ -320,22 +321,18 @@ ngx_http_meta_webhook_events_variable(ngx_http_request_t *r,
     /* built on first use: a location that never reads it never pays */
 
     if (!ctx->events_built) {
+        /* from the request's pool: it lives as long as the request */
+        pool = ngx_http_meta_webhook_json_pool(r->main->pool);
         json = mw_batch_dump(&ctx->batch, ctx->skip, &len);
+        (void) ngx_http_meta_webhook_json_pool(pool);
+
         if (json == NULL) {
             return NGX_ERROR;
         }
 
-        ctx->events.data = ngx_pnalloc(r->main->pool, len);
-        if (ctx->events.data == NULL) {
-            mw_json_free(json);
-            return NGX_ERROR;
-        }
-
-        ngx_memcpy(ctx->events.data, json, len);
+        ctx->events.data = (u_char *) json;
         ctx->events.len = len;
         ctx->events_built = 1;
-
-        mw_json_free(json);
     }
 
     v->data = ctx->events.data;
@@ -407,6 +404,9 @@ static void *
 ngx_http_meta_webhook_create_main_conf(ngx_conf_t *cf)
 {
     ngx_http_meta_webhook_main_conf_t  *mmcf;
+
+    /* before any JSON is parsed: jansson's allocator is process-wide */
+    ngx_http_meta_webhook_json_init();
 
     mmcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_meta_webhook_main_conf_t));
     if (mmcf == NULL) {
