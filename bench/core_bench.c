@@ -10,7 +10,8 @@
  *
  * Run:
  *
- *   build/core_bench [-n SINGLE] [-m BATCHES] [-r ROUNDS] [-a] [-s]
+ *   build/core_bench [-n SINGLE] [-m BATCHES] [-r ROUNDS] [-a]
+ *       [-s | -b] [-p | -d]
  *
  *   -n  single-message deliveries per round (default 200000)
  *   -m  1000-update deliveries per round (default 200)
@@ -19,6 +20,17 @@
  *       a whole delivery at once, as the nginx glue can with a request's
  *       pool; the batch is then released with mw_batch_drop()
  *   -s  only the single-message cases; -b only the batch cases
+ *   -p  only the parse cases; -d only the parse+dump cases
+ *
+ * Where perf events are available, it also prints the instructions
+ * retired per delivery or update, steadier than the time on a shared
+ * machine.  Where they are not (a VM without a PMU), count them with
+ * callgrind, which this program keeps quick enough for:
+ *
+ *   valgrind --tool=callgrind --collect-atstart=no \
+ *       --toggle-collect=bench_case build/core_bench -n 2000 -m 2 -r 1 -s -p
+ *
+ * (Ir over the -n runs plus the warm-up's min(-n, 4096) ones.)
  *
  * The deliveries are those bench/gen.js makes (and so what bench/run.sh
  * sends): Meta's shape and escaping, a text message from one of 5000
@@ -36,6 +48,12 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+#ifdef __linux__
+#include <linux/perf_event.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
+#endif
 
 #include "mw_core.h"
 
@@ -234,6 +252,46 @@ bench_make(bench_doc_t *d, size_t first, size_t updates)
 }
 
 
+/*
+ * Instructions retired in user space, from the kernel's counter: on a
+ * shared machine the time of a round varies with the neighbours' work,
+ * the instructions hardly do.  -1 where perf events are not available
+ * (a container, perf_event_paranoid 3).
+ */
+static int  bench_fd = -1;
+
+
+static void
+bench_counter_open(void)
+{
+#ifdef __linux__
+    struct perf_event_attr  pe;
+
+    memset(&pe, 0, sizeof(pe));
+    pe.type = PERF_TYPE_HARDWARE;
+    pe.size = sizeof(pe);
+    pe.config = PERF_COUNT_HW_INSTRUCTIONS;
+    pe.exclude_kernel = 1;
+    pe.exclude_hv = 1;
+
+    bench_fd = syscall(SYS_perf_event_open, &pe, 0, -1, -1, 0);
+#endif
+}
+
+
+static double
+bench_instructions(void)
+{
+    uint64_t  n;
+
+    if (bench_fd == -1 || read(bench_fd, &n, sizeof(n)) != sizeof(n)) {
+        return -1;
+    }
+
+    return (double) n;
+}
+
+
 static double
 bench_ns(void)
 {
@@ -297,12 +355,21 @@ bench_one(const bench_doc_t *d, const mw_quarantine_conf_t *qc, int dump,
 }
 
 
+static double  bench_insns;     /* of the best round, per delivery */
+
+
+/* not inlined: callgrind's --toggle-collect names it */
+static double bench_case(const bench_doc_t *docs, size_t ndocs,
+    size_t iters, size_t rounds, const mw_quarantine_conf_t *qc, int dump,
+    int use_arena) __attribute__((noinline));
+
+
 static double
 bench_case(const bench_doc_t *docs, size_t ndocs, size_t iters,
     size_t rounds, const mw_quarantine_conf_t *qc, int dump, int use_arena)
 {
     size_t  r, i;
-    double  t, best;
+    double  t, best, n;
 
     /* warm-up: caches, the allocator's free lists, lazy library init */
     for (i = 0; i < ndocs && i < iters; i++) {
@@ -312,6 +379,7 @@ bench_case(const bench_doc_t *docs, size_t ndocs, size_t iters,
     best = 0;
 
     for (r = 0; r < rounds; r++) {
+        n = bench_instructions();
         t = bench_ns();
 
         for (i = 0; i < iters; i++) {
@@ -320,8 +388,13 @@ bench_case(const bench_doc_t *docs, size_t ndocs, size_t iters,
 
         t = (bench_ns() - t) / iters;
 
+        if (n >= 0) {
+            n = (bench_instructions() - n) / iters;
+        }
+
         if (r == 0 || t < best) {
             best = t;
+            bench_insns = n;
         }
     }
 
@@ -329,10 +402,28 @@ bench_case(const bench_doc_t *docs, size_t ndocs, size_t iters,
 }
 
 
+static void
+bench_print(const char *name, double t, size_t updates)
+{
+    char  insns[32];
+
+    if (bench_insns >= 0) {
+        snprintf(insns, sizeof(insns), "%.0f", bench_insns / updates);
+
+    } else {
+        snprintf(insns, sizeof(insns), "n/a");
+    }
+
+    printf("  %-18s %8.0f ns/%s  %10s instructions/%s\n", name,
+           t / updates, updates > 1 ? "update  " : "delivery", insns,
+           updates > 1 ? "update" : "delivery");
+}
+
+
 int
 main(int argc, char **argv)
 {
-    int                    c, use_arena, only;
+    int                    c, use_arena, only, what;
     size_t                 i, nsingle, nbatch, rounds, bytes;
     double                 t;
     bench_doc_t           *single, *batch;
@@ -343,8 +434,9 @@ main(int argc, char **argv)
     rounds = 5;
     use_arena = 0;
     only = 0;
+    what = 0;
 
-    while ((c = getopt(argc, argv, "n:m:r:asb")) != -1) {
+    while ((c = getopt(argc, argv, "n:m:r:asbpd")) != -1) {
         switch (c) {
         case 'n':
             nsingle = strtoul(optarg, NULL, 10);
@@ -364,9 +456,13 @@ main(int argc, char **argv)
         case 'b':
             only = 'b';
             break;
+        case 'p':
+        case 'd':
+            what = c;
+            break;
         default:
             fprintf(stderr, "usage: core_bench [-n N] [-m M] [-r R] [-a] "
-                            "[-s|-b]\n");
+                            "[-s|-b] [-p|-d]\n");
             return 2;
         }
     }
@@ -381,6 +477,8 @@ main(int argc, char **argv)
     if (use_arena) {
         json_set_alloc_funcs(arena_malloc, arena_free);
     }
+
+    bench_counter_open();
 
     single = malloc(BENCH_DISTINCT * sizeof(bench_doc_t));
     batch = malloc(BENCH_BATCHES * sizeof(bench_doc_t));
@@ -403,13 +501,17 @@ main(int argc, char **argv)
         printf("single: %zu-byte deliveries (mean), %zu per round\n",
                bytes / BENCH_DISTINCT, nsingle);
 
-        t = bench_case(single, BENCH_DISTINCT, nsingle, rounds, &qc, 0,
-                       use_arena);
-        printf("  single parse        %8.0f ns/delivery\n", t);
+        if (what != 'd') {
+            t = bench_case(single, BENCH_DISTINCT, nsingle, rounds, &qc, 0,
+                           use_arena);
+            bench_print("single parse", t, 1);
+        }
 
-        t = bench_case(single, BENCH_DISTINCT, nsingle, rounds, &qc, 1,
-                       use_arena);
-        printf("  single parse+dump   %8.0f ns/delivery\n", t);
+        if (what != 'p') {
+            t = bench_case(single, BENCH_DISTINCT, nsingle, rounds, &qc, 1,
+                           use_arena);
+            bench_print("single parse+dump", t, 1);
+        }
     }
 
     if (only != 's' && nbatch) {
@@ -423,15 +525,17 @@ main(int argc, char **argv)
         printf("batch: %zu-byte deliveries of %d updates, %zu per round\n",
                bytes / BENCH_BATCHES, BENCH_UPDATES, nbatch);
 
-        t = bench_case(batch, BENCH_BATCHES, nbatch, rounds, &qc, 0,
-                       use_arena);
-        printf("  batch parse         %8.1f ns/update (%.3f ms/delivery)\n",
-               t / BENCH_UPDATES, t / 1e6);
+        if (what != 'd') {
+            t = bench_case(batch, BENCH_BATCHES, nbatch, rounds, &qc, 0,
+                           use_arena);
+            bench_print("batch parse", t, BENCH_UPDATES);
+        }
 
-        t = bench_case(batch, BENCH_BATCHES, nbatch, rounds, &qc, 1,
-                       use_arena);
-        printf("  batch parse+dump    %8.1f ns/update (%.3f ms/delivery)\n",
-               t / BENCH_UPDATES, t / 1e6);
+        if (what != 'p') {
+            t = bench_case(batch, BENCH_BATCHES, nbatch, rounds, &qc, 1,
+                           use_arena);
+            bench_print("batch parse+dump", t, BENCH_UPDATES);
+        }
     }
 
     if (use_arena) {

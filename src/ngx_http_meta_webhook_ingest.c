@@ -719,7 +719,7 @@ ngx_http_meta_webhook_claim(ngx_http_request_t *r,
     ngx_http_meta_webhook_loc_conf_t   *lcf;
     ngx_http_meta_webhook_main_conf_t  *mmcf;
 
-    static uint64_t                     seq;
+    static uint64_t                     seq, salt;
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_meta_webhook_module);
     mmcf = ngx_http_get_module_main_conf(r, ngx_http_meta_webhook_module);
@@ -808,9 +808,17 @@ ngx_http_meta_webhook_claim(ngx_http_request_t *r,
     op->log = r->connection->log;
     op->rc = NGX_OK;
 
-    /* unique among the workers of this host and its successors */
-    op->owner = ((uint64_t) ngx_pid << 40) ^ ((uint64_t) op->now << 20)
-                ^ ++seq;
+    /*
+     * Unique among the workers of this host and its successors, and, with
+     * a random salt, of the other nodes of a fleet (whose workers may have
+     * the same pids, in containers).
+     */
+    if (salt == 0) {
+        salt = ((uint64_t) ngx_random() << 33) ^ ((uint64_t) ngx_random() << 2)
+               ^ (uint64_t) ngx_pid;
+    }
+
+    op->owner = salt ^ ((uint64_t) op->now << 20) ^ ++seq;
 
     if (op->owner == 0) {
         op->owner = 1;

@@ -30,6 +30,29 @@
 
 #define NGX_MW_MC_CAS_TRIES   8
 #define NGX_MW_MC_VALUE_MAX   128
+#define NGX_MW_MC_BUSY_POLLS  5       /* 10 ms each */
+
+
+/*
+ * A kept connection dies with its server (a restart): the first call on
+ * it fails, the next one reconnects.  So a call that failed on its
+ * connection is made once more before the failure counts against the
+ * server, and a server leaves the ring only after two failures in a row;
+ * otherwise every thread, on its own, would eject a live server and the
+ * threads would disagree about where keys live.
+ */
+
+#define ngx_mw_mc_conn_error(rc)                                             \
+    ((rc) == MEMCACHED_CONNECTION_FAILURE || (rc) == MEMCACHED_WRITE_FAILURE \
+     || (rc) == MEMCACHED_READ_FAILURE                                       \
+     || (rc) == MEMCACHED_UNKNOWN_READ_FAILURE || (rc) == MEMCACHED_ERRNO)
+
+#define ngx_mw_mc_call(m, rc, call)                                          \
+    rc = call;                                                               \
+    if (ngx_mw_mc_conn_error(rc)) {                                          \
+        ngx_mw_mc_reconnect(m);                                              \
+        rc = call;                                                           \
+    }
 
 
 typedef struct {
@@ -87,6 +110,49 @@ ngx_mw_state_ops_t  ngx_http_meta_webhook_memcached_ops = {
     ngx_http_meta_webhook_mc_counter,
     ngx_http_meta_webhook_mc_sent
 };
+
+
+/*
+ * libmemcached backs off a server that failed until the next second at
+ * least; the retry of a call that failed on a dead connection must be
+ * allowed to reconnect at once.  A server that fails again still counts
+ * its failures and leaves the ring.
+ */
+
+static void
+ngx_mw_mc_reconnect(memcached_st *m)
+{
+    const memcached_instance_st  *server;
+
+    server = memcached_server_get_last_disconnect(m);
+
+    if (server) {
+        memcached_instance_next_retry(server, 0);
+    }
+}
+
+
+/* MW_KEY_HEX_LEN hex digits into MW_KEY_LEN bytes */
+
+static ngx_int_t
+ngx_mw_mc_hex_decode(u_char *out, const char *hex)
+{
+    ngx_int_t   hi, lo;
+    ngx_uint_t  i;
+
+    for (i = 0; i < MW_KEY_LEN; i++) {
+        hi = ngx_hextoi((u_char *) &hex[2 * i], 1);
+        lo = ngx_hextoi((u_char *) &hex[2 * i + 1], 1);
+
+        if (hi == NGX_ERROR || lo == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+
+        out[i] = (u_char) (hi * 16 + lo);
+    }
+
+    return NGX_OK;
+}
 
 
 /* one handle per thread, for the configuration that made it */
@@ -152,9 +218,17 @@ ngx_mw_mc_get_handle(ngx_mw_mc_t *mc, ngx_log_t *log)
     (void) memcached_behavior_set(m, MEMCACHED_BEHAVIOR_REMOVE_FAILED_SERVERS,
                                   1);
     (void) memcached_behavior_set(m, MEMCACHED_BEHAVIOR_SERVER_FAILURE_LIMIT,
-                                  1);
-    (void) memcached_behavior_set(m, MEMCACHED_BEHAVIOR_RETRY_TIMEOUT,
-                                  mc->dead_timeout);
+                                  2);
+
+    /* a hung server times out rather than fails: it must leave too */
+    (void) memcached_behavior_set(m, MEMCACHED_BEHAVIOR_SERVER_TIMEOUT_LIMIT,
+                                  2);
+    /*
+     * A server that failed once is tried again at once (a stale socket
+     * after its restart reconnects on the next call); one that fails
+     * twice in a row leaves the ring for dead_timeout.
+     */
+    (void) memcached_behavior_set(m, MEMCACHED_BEHAVIOR_RETRY_TIMEOUT, 0);
     (void) memcached_behavior_set(m, MEMCACHED_BEHAVIOR_DEAD_TIMEOUT,
                                   mc->dead_timeout);
 
@@ -165,11 +239,27 @@ ngx_mw_mc_get_handle(ngx_mw_mc_t *mc, ngx_log_t *log)
 }
 
 
+static memcached_return_t ngx_mw_mc_gets_once(memcached_st *m,
+    const char *key, char *value, size_t *len, uint64_t *cas);
+
+
 /* A value and its cas, or MEMCACHED_NOTFOUND. */
 
 static memcached_return_t
 ngx_mw_mc_gets(memcached_st *m, const char *key, char *value, size_t *len,
     uint64_t *cas)
+{
+    memcached_return_t  rc;
+
+    ngx_mw_mc_call(m, rc, ngx_mw_mc_gets_once(m, key, value, len, cas));
+
+    return rc;
+}
+
+
+static memcached_return_t
+ngx_mw_mc_gets_once(memcached_st *m, const char *key, char *value,
+    size_t *len, uint64_t *cas)
 {
     size_t               klen;
     const char          *keys[1];
@@ -231,7 +321,7 @@ static ngx_int_t
 ngx_mw_mc_claim(memcached_st *m, ngx_mw_claim_t *c, uint64_t owner,
     time_t lease, ngx_log_t *log)
 {
-    int                 tries;
+    int                 tries, polls;
     char                key[MW_KEY_TEXT_LEN + 1], value[NGX_MW_MC_VALUE_MAX];
     char                mine[32];
     size_t              len, mlen;
@@ -243,8 +333,8 @@ ngx_mw_mc_claim(memcached_st *m, ngx_mw_claim_t *c, uint64_t owner,
 
     for (tries = 0; tries < 2; tries++) {
 
-        rc = memcached_add(m, key, MW_KEY_TEXT_LEN, mine, mlen,
-                           (time_t) lease, 0);
+        ngx_mw_mc_call(m, rc, memcached_add(m, key, MW_KEY_TEXT_LEN, mine, mlen,
+                           (time_t) lease, 0));
 
         if (rc == MEMCACHED_SUCCESS) {
             c->result = NGX_MW_CLAIM_NEW;
@@ -272,8 +362,44 @@ ngx_mw_mc_claim(memcached_st *m, ngx_mw_claim_t *c, uint64_t owner,
             return NGX_ERROR;
         }
 
-        c->result = (len == 1 && value[0] == 'C') ? NGX_MW_CLAIM_DUPLICATE
-                                                  : NGX_MW_CLAIM_BUSY;
+        if (len == mlen && ngx_memcmp(value, mine, mlen) == 0) {
+            /* our own add landed though its answer was lost */
+            c->result = NGX_MW_CLAIM_NEW;
+            return NGX_OK;
+        }
+
+        if (len == 1 && value[0] == 'C') {
+            c->result = NGX_MW_CLAIM_DUPLICATE;
+            return NGX_OK;
+        }
+
+        /*
+         * In flight elsewhere.  A copy sent right after the first was
+         * answered finds the claim before its commit, which is posted from
+         * the log phase, lands: wait a little for it, here in the thread.
+         */
+
+        for (polls = 0; polls < NGX_MW_MC_BUSY_POLLS; polls++) {
+            ngx_msleep(10);
+
+            rc = ngx_mw_mc_gets(m, key, value, &len, &cas);
+
+            if (rc == MEMCACHED_NOTFOUND) {
+                break;
+            }
+
+            if (rc == MEMCACHED_SUCCESS && len == 1 && value[0] == 'C') {
+                c->result = NGX_MW_CLAIM_DUPLICATE;
+                return NGX_OK;
+            }
+        }
+
+        if (rc == MEMCACHED_NOTFOUND) {
+            /* released meanwhile: claim it */
+            continue;
+        }
+
+        c->result = NGX_MW_CLAIM_BUSY;
         return NGX_OK;
     }
 
@@ -287,6 +413,7 @@ ngx_mw_mc_contact(memcached_st *m, ngx_mw_contact_op_t *co, time_t now,
     ngx_log_t *log)
 {
     int                 tries, n;
+    u_char              sent[MW_KEY_LEN];
     char                key[MW_KEY_TEXT_LEN + 1], value[NGX_MW_MC_VALUE_MAX];
     char                text[MW_CONTACT_TEXT_MAX + 1];
     size_t              len;
@@ -294,6 +421,19 @@ ngx_mw_mc_contact(memcached_st *m, ngx_mw_contact_op_t *co, time_t now,
     uint64_t            cas;
     mw_contact_rec_t    c;
     memcached_return_t  rc;
+
+    if (co->close) {
+        /* a message sent through the path names its own contact */
+        mw_key_text(key, MW_KEY_SENT, co->sent);
+
+        rc = ngx_mw_mc_gets(m, key, value, &len, &cas);
+
+        if (rc == MEMCACHED_SUCCESS && len == MW_KEY_HEX_LEN
+            && ngx_mw_mc_hex_decode(sent, value) == NGX_OK)
+        {
+            ngx_memcpy(co->key, sent, MW_KEY_LEN);
+        }
+    }
 
     mw_key_text(key, MW_KEY_CONTACT, co->key);
 
@@ -336,11 +476,11 @@ ngx_mw_mc_contact(memcached_st *m, ngx_mw_contact_op_t *co, time_t now,
         ttl = mw_ttl(mw_contact_expiry(&c, now), now);
 
         if (rc == MEMCACHED_NOTFOUND) {
-            rc = memcached_add(m, key, MW_KEY_TEXT_LEN, text, n,
-                               (time_t) ttl, 0);
+            ngx_mw_mc_call(m, rc, memcached_add(m, key, MW_KEY_TEXT_LEN, text, n,
+                               (time_t) ttl, 0));
         } else {
-            rc = memcached_cas(m, key, MW_KEY_TEXT_LEN, text, n,
-                               (time_t) ttl, 0, cas);
+            ngx_mw_mc_call(m, rc, memcached_cas(m, key, MW_KEY_TEXT_LEN, text, n,
+                               (time_t) ttl, 0, cas));
         }
 
         if (rc == MEMCACHED_SUCCESS) {
@@ -505,12 +645,12 @@ ngx_mw_mc_settle_thread(void *data, ngx_log_t *log)
         }
 
         if (s->commit) {
-            rc = memcached_cas(m, key, MW_KEY_TEXT_LEN, "C", 1,
+            ngx_mw_mc_call(m, rc, memcached_cas(m, key, MW_KEY_TEXT_LEN, "C", 1,
                                (time_t) mw_ttl(ngx_time() + s->ttl,
                                                ngx_time()),
-                               0, cas);
+                               0, cas));
         } else {
-            rc = memcached_delete(m, key, MW_KEY_TEXT_LEN, 0);
+            ngx_mw_mc_call(m, rc, memcached_delete(m, key, MW_KEY_TEXT_LEN, 0));
         }
 
         if (ngx_mw_mc_failed(rc)) {
@@ -674,7 +814,7 @@ ngx_mw_mc_count(memcached_st *m, u_char *key, int64_t end, time_t now,
     mw_key_text(text, MW_KEY_COUNTER, key);
 
     for (tries = 0; tries < 2; tries++) {
-        rc = memcached_increment(m, text, MW_KEY_TEXT_LEN, 1, &v);
+        ngx_mw_mc_call(m, rc, memcached_increment(m, text, MW_KEY_TEXT_LEN, 1, &v));
 
         if (rc == MEMCACHED_SUCCESS) {
             *value = (int64_t) v;
@@ -692,8 +832,8 @@ ngx_mw_mc_count(memcached_st *m, u_char *key, int64_t end, time_t now,
         }
 
         /* the period's first: kept a day past its end */
-        rc = memcached_add(m, text, MW_KEY_TEXT_LEN, "0", 1,
-                           (time_t) mw_ttl(end + 86400, now), 0);
+        ngx_mw_mc_call(m, rc, memcached_add(m, text, MW_KEY_TEXT_LEN, "0", 1,
+                           (time_t) mw_ttl(end + 86400, now), 0));
 
         if (rc != MEMCACHED_SUCCESS && rc != MEMCACHED_NOTSTORED
             && rc != MEMCACHED_DATA_EXISTS)
@@ -753,9 +893,9 @@ ngx_mw_mc_mark(memcached_st *m, u_char *key, int64_t session, int64_t from,
             return NGX_ERROR;
         }
 
-        rc = memcached_cas(m, text, MW_KEY_TEXT_LEN, value, n,
+        ngx_mw_mc_call(m, rc, memcached_cas(m, text, MW_KEY_TEXT_LEN, value, n,
                            (time_t) mw_ttl(mw_contact_expiry(&c, now), now),
-                           0, cas);
+                           0, cas));
 
         if (rc == MEMCACHED_SUCCESS) {
             return NGX_OK;

@@ -14,6 +14,8 @@ package MWTest::Memcached;
 #   $mc->kill(1);  $mc->restart(1);
 #   $mc->pause(2); $mc->resume(2);
 #   my ($value, $i) = $mc->find('mw:d:...');   # on whichever server
+#   my $key = MWTest::Memcached::message_key($wamid);  # as the module
+#   my $ng = $mc->node(inbox => $inbox);    # an nginx on this fleet
 #
 # Every server started here is stopped when the test ends, even when it
 # dies (registered with MWTest's cleanup, and an END block of its own);
@@ -280,11 +282,14 @@ sub contact_record {
 # --- a fleet node: an nginx with the state in this memcached fleet
 
 # $mc->node(inbox => $inbox, workers => 2, state => 'poll_timeout=300ms',
-#           webhook_extra => '...', http_extra => '...', server_extra =>
-#           '...', error_level => 'info')
+#           graph => $graph (an MWTest::Graph: adds the send path),
+#           webhook_extra => '...', send_extra => '...', http_extra =>
+#           '...', server_extra => '...', main_conf => '...' (e.g. a
+#           thread_pool), error_level => 'info')
 # A started MWTest::Nginx with
 #   /webhook    the endpoint, proxying to the inbox
 #   /local      the endpoint answering itself
+#   /graph/     meta_webhook_send to the fake Graph API (with graph)
 #   = /status   meta_webhook_status
 sub node {
     my ($self, %o) = @_;
@@ -297,10 +302,21 @@ sub node {
             extra => $o{webhook_extra})
         . MWTest::webhook_location(path => '/local',
             secret => '%SECRET_FILE%', extra => $o{webhook_extra})
-        . "location = /status {\n    meta_webhook_status;\n}\n"
-        . ($o{server_extra} // '');
+        . "location = /status {\n    meta_webhook_status;\n}\n";
+    if ($o{graph}) {
+        $ng->write_file('access_token', "EAAfleetTestToken0123456789\n");
+        $server .= "location /graph/ {\n"
+                 . "    meta_webhook_send;\n"
+                 . "    meta_webhook_access_token_file "
+                 . "%DIR%/conf/access_token;\n"
+                 . '    meta_webhook_graph_url ' . $o{graph}->url . ";\n"
+                 . "    meta_webhook_graph_timeout 5s;\n"
+                 . ($o{send_extra} ? "    $o{send_extra}\n" : '')
+                 . "}\n";
+    }
+    $server .= $o{server_extra} // '';
     $ng->start(http_conf => "    $state" . ($o{http_extra} // ''),
-               server_conf => $server);
+               server_conf => $server, main_conf => $o{main_conf});
     return $ng;
 }
 
