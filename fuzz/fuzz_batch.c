@@ -14,7 +14,8 @@
  *
  * Besides the sanitizers' findings, it checks what the application relies
  * on: a dump is one line, its length is right, it parses back with one
- * event per update, and a quarantined message's content is not in it.
+ * event per update, each the one mw_update_event() gives and carrying the
+ * update's id, and a quarantined message's content is not in it.
  */
 
 #include <stdint.h>
@@ -25,6 +26,61 @@
 
 
 #define FUZZ_NOW   1700000000
+
+
+/*
+ * jansson's allocator as the nginx glue installs one: its free() takes
+ * only what its malloc() returned, so core memory released the wrong way
+ * (plain free() of a jansson block, or the reverse) aborts here.
+ */
+#define FUZZ_TAG   0x6d776a73u
+
+static void *
+fuzz_malloc(size_t size)
+{
+    unsigned char  *p;
+
+    p = malloc(size + 16);
+    if (p == NULL) {
+        return NULL;
+    }
+
+    *(unsigned *) p = FUZZ_TAG;
+
+    return p + 16;
+}
+
+
+static void
+fuzz_free(void *ptr)
+{
+    unsigned char  *p;
+
+    if (ptr == NULL) {
+        return;
+    }
+
+    p = (unsigned char *) ptr - 16;
+
+    if (*(unsigned *) p != FUZZ_TAG) {
+        abort();
+    }
+
+    *(unsigned *) p = 0;
+    free(p);
+}
+
+
+int
+LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+    (void) argc;
+    (void) argv;
+
+    json_set_alloc_funcs(fuzz_malloc, fuzz_free);
+
+    return 0;
+}
 
 
 static int
@@ -55,7 +111,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int                    rc;
     char                  *out;
     size_t                 i, len;
-    json_t                *back;
+    json_t                *back, *events, *ev, *id;
     mw_batch_t             b;
     mw_update_t           *u;
     unsigned char         *skip;
@@ -81,16 +137,20 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (i = 0; i < b.nupdates; i++) {
         u = &b.updates[i];
 
-        if (u->event == NULL || u->phone_number_id == NULL
+        if (u->phone_number_id == NULL || u->id == NULL
             || memchr(u->contact, '\0', MW_CONTACT_MAX) == NULL)
         {
             abort();
         }
 
-        if (u->cls == MW_CLASS_QUARANTINED
-            && json_object_get(u->event, "content") != NULL)
-        {
-            abort();
+        if (u->cls == MW_CLASS_QUARANTINED) {
+            ev = mw_update_event(&b, i);
+
+            if (ev == NULL || json_object_get(ev, "content") != NULL) {
+                abort();
+            }
+
+            json_decref(ev);
         }
 
         if (i % 2 == 0 && u->kind == MW_KIND_MESSAGE && u->contact[0]) {
@@ -108,16 +168,30 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
 
         back = json_loadb(out, len, JSON_ALLOW_NUL, NULL);
+        events = json_object_get(back, "events");
 
-        if (back == NULL
-            || json_array_size(json_object_get(back, "events"))
-               != b.nupdates)
-        {
+        if (back == NULL || json_array_size(events) != b.nupdates) {
             abort();
         }
 
+        /* each event is what mw_update_event() reads back, and has its id */
+        for (i = 0; i < b.nupdates; i++) {
+            ev = mw_update_event(&b, i);
+            id = json_object_get(ev, "id");
+
+            if (!json_equal(ev, json_array_get(events, i))
+                || json_string_length(id) != b.updates[i].id_len
+                || memcmp(json_string_value(id), b.updates[i].id,
+                          b.updates[i].id_len) != 0)
+            {
+                abort();
+            }
+
+            json_decref(ev);
+        }
+
         json_decref(back);
-        free(out);
+        mw_json_free(out);
     }
 
     /* and with every other update skipped */
@@ -129,7 +203,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
 
         out = mw_batch_dump(&b, skip, &len);
-        free(out);
+        mw_json_free(out);
         free(skip);
     }
 

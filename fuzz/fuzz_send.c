@@ -176,7 +176,7 @@ fuzz_check_refused(const mw_send_req_t *req, const mw_send_err_t *err,
     }
 
     json_decref(back);
-    free(out);
+    mw_json_free(out);
 }
 
 

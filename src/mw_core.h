@@ -205,11 +205,13 @@ int mw_iban_valid(const char *s, size_t n);   /* compact form, no spaces */
 #define MW_JSON_MAX_DEPTH    64
 
 /*
- * Parses buf with jansson: duplicate keys rejected, \u0000 allowed inside
- * strings (kept, and escaped again on output), nesting deeper than
- * MW_JSON_MAX_DEPTH refused before jansson sees it, integers beyond 64
- * bits kept as reals instead of failing the whole batch.  Returns the
- * document, or NULL with a reason in err (which never quotes the input).
+ * Parses buf with jansson (json_loadb): duplicate keys rejected, \u0000
+ * allowed inside strings (kept, and escaped again on output), nesting
+ * deeper than MW_JSON_MAX_DEPTH refused before jansson sees it, integers
+ * beyond 64 bits kept as reals instead of failing the whole batch.  The
+ * values come from jansson's allocator.  Returns the document, or NULL
+ * with a reason in err (which never quotes the input): MW_JSON_ENOMEM
+ * when an allocation failed.
  */
 json_t *mw_json_parse(const char *buf, size_t len, char *err,
     size_t errlen);
@@ -350,10 +352,11 @@ int mw_event_set_window(mw_update_t *u, int64_t expires);
 
 /*
  * Serializes {"events":[...]} from the updates whose skip[i] is 0 (skip
- * may be NULL: all).  Compact, one line, UTF-8, control characters
- * escaped; members in a fixed order (docs/events.md).  Returns a string
- * from jansson's allocator, to be released with mw_json_free(), and its
- * length; or NULL when out of memory.
+ * may be NULL: all), writing each event from the batch's document.
+ * Compact, one line, UTF-8, control characters escaped, members in a
+ * fixed order (docs/events.md shows it).  Returns a string from jansson's
+ * allocator, to be released with mw_json_free(), and its length; or NULL
+ * when out of memory.
  */
 char *mw_batch_dump(const mw_batch_t *b, const unsigned char *skip,
     size_t *len);

@@ -1315,7 +1315,12 @@ mw_update_add(mw_ctx_t *ctx, mw_kind_e kind, mw_form_e form, json_t *item,
     }
 
     if (b->nupdates == b->nalloc) {
-        n = b->nalloc ? 2 * b->nalloc : 4;
+        /*
+         * Most deliveries hold one update.  Two fit glibc's small bins
+         * (below 1 KB): a larger first request would consolidate the
+         * fast bins, all of a parse's jansson values, on every delivery.
+         */
+        n = b->nalloc ? 2 * b->nalloc : 2;
 
         u = realloc(b->updates, n * sizeof(mw_update_t));
         if (u == NULL) {
@@ -1412,7 +1417,8 @@ mw_str_is(json_t *s, const char *lit, size_t len)
  * Every event starts with kind, channel, id, phone_number_id,
  * display_phone_number (when known), waba_id and timestamp, and ends with
  * event_id and, once the state has answered, window; in between come the
- * members of its form, in the order docs/events.md lists them.
+ * members of its form.  The order is the one docs/events.md shows, which
+ * applications may have come to rely on: it must not change.
  */
 static void
 mw_event_write(mw_out_t *o, const mw_update_t *u)

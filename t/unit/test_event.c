@@ -1331,6 +1331,249 @@ test_optin(void)
 }
 
 
+/* ------------------------------------------------------------------ */
+/* the dump, byte for byte, and the update fields the glue reads       */
+
+/*
+ * A delivery with every form of event (messages of several types and
+ * classes, a malformed item, statuses, a legacy deletion, an error item,
+ * another field), escapes, reals and windows.  golden_out is what the
+ * first implementation, which built a jansson object per event and
+ * serialized it with json_dump_callback(), wrote for it: the events the
+ * application receives must not change by a byte.
+ */
+static const char  golden_in[] =
+    "{\"object\":\"whatsapp_business_account\",\"entry\":[{\"id\":\"WAB"
+    "A\\\"1\",\"time\":1700000009,\"changes\":[{\"field\":\"messages\","
+    "\"value\":{\"messaging_product\":\"whatsapp\",\"metadata\":{\"disp"
+    "lay_phone_number\":\"15550001111\",\"phone_number_id\":\"PN1\"},\""
+    "contacts\":[{\"profile\":{\"name\":\"Ann \\u00e9\\ud83d\\ude00\\t"
+    "\"},\"wa_id\":\"16505551234\"}],\"messages\":[{\"from\":\"16505551"
+    "234\",\"id\":\"wamid.M1\",\"timestamp\":\"1700000000\",\"type\":\""
+    "text\",\"text\":{\"body\":\"Hi \\/ <b>\\u0000\\u001f\"},\"context"
+    "\":{\"from\":\"1\",\"id\":\"wamid.C\",\"forwarded\":true}},{\"from"
+    "\":\"+1 650-555-1234\",\"id\":\"wamid.M2\",\"timestamp\":170000000"
+    "1,\"type\":\"location\",\"location\":{\"latitude\":-33.8688197,\"l"
+    "ongitude\":151.2092955,\"name\":\"Cafe\",\"n\":-0.0,\"big\":1e300}"
+    "},{\"from\":\"16505551234\",\"id\":\"wamid.M3\",\"type\":\"text\","
+    "\"text\":{\"body\":\"visit evil.example now\"},\"context\":{\"from"
+    "\":\"1\",\"id\":\"wamid.C2\",\"forwarded\":true}},{\"from\":\"1650"
+    "5551234\",\"id\":\"wamid.M4\",\"type\":\"reaction\",\"reaction\":{"
+    "\"message_id\":\"wamid.R\"}},{\"from\":\"16505551234\",\"id\":\"wa"
+    "mid.M5\",\"type\":\"unsupported\",\"unsupported\":{\"type\":\"poll"
+    "\"},\"errors\":[{\"code\":131051,\"title\":\"x\"}]},{\"from\":\"16"
+    "505551234\",\"id\":\"wamid.M6\",\"type\":\"text\",\"text\":{\"body"
+    "\":\" STOP\\n\"}},42],\"statuses\":[{\"id\":\"wamid.S1\",\"status"
+    "\":\"read\",\"timestamp\":\"1700000002\",\"recipient_id\":\"165055"
+    "51234\",\"conversation\":{\"id\":\"CV\",\"origin\":{\"type\":\"ser"
+    "vice\"}},\"pricing\":{\"billable\":true,\"pricing_model\":\"CBP\","
+    "\"category\":\"service\"},\"biz_opaque_callback_data\":\"T\"},{\"i"
+    "d\":\"wamid.D\",\"status\":\"deleted\",\"recipient_id\":\"16505551"
+    "234\",\"errors\":[{\"code\":1}]}],\"errors\":[{\"code\":131000,\"t"
+    "itle\":\"Something went wrong\"}]}},{\"field\":\"message_template_"
+    "status_update\",\"value\":{\"event\":\"APPROVED\",\"message_templa"
+    "te_id\":12,\"reason\":\"NONE\",\"metadata\":{\"phone_number_id\":"
+    "\"PN9\"}}}]}]}";
+
+static const char  golden_out[] =
+    "{\"events\":[{\"kind\":\"message\",\"channel\":\"whatsapp\",\"id\""
+    ":\"wamid.M1\",\"phone_number_id\":\"PN1\",\"display_phone_number\""
+    ":\"15550001111\",\"waba_id\":\"WABA\\\"1\",\"timestamp\":170000000"
+    "0,\"from\":\"16505551234\",\"profile_name\":\"Ann \303\251\360\237"
+    "\230\200\\t\",\"type\":\"text\",\"class\":\"supported\",\"content"
+    "\":{\"body\":\"Hi / <b>\\u0000\\u001F\"},\"context\":{\"from\":\"1"
+    "\",\"id\":\"wamid.C\",\"forwarded\":true},\"event_id\":\"117cfb958"
+    "fab08174fedec8754ee1631\",\"window\":{\"expires_at\":1700086400}},"
+    "{\"kind\":\"message\",\"channel\":\"whatsapp\",\"id\":\"wamid.M2\""
+    ",\"phone_number_id\":\"PN1\",\"display_phone_number\":\"1555000111"
+    "1\",\"waba_id\":\"WABA\\\"1\",\"timestamp\":1700000001,\"from\":\""
+    "16505551234\",\"type\":\"location\",\"class\":\"supported\",\"cont"
+    "ent\":{\"latitude\":-33.868819700000003,\"longitude\":151.2092955,"
+    "\"name\":\"Cafe\",\"n\":-0.0,\"big\":1.0000000000000001e300},\"eve"
+    "nt_id\":\"2e8faef66c7be5a91c376e8d31f8c218\"},{\"kind\":\"message"
+    "\",\"channel\":\"whatsapp\",\"id\":\"wamid.M3\",\"phone_number_id"
+    "\":\"PN1\",\"display_phone_number\":\"15550001111\",\"waba_id\":\""
+    "WABA\\\"1\",\"timestamp\":null,\"from\":\"16505551234\",\"profile_"
+    "name\":\"Ann \303\251\360\237\230\200\\t\",\"type\":\"text\",\"cla"
+    "ss\":\"quarantined\",\"reason\":\"phishing_link\",\"context\":{\"i"
+    "d\":\"wamid.C2\",\"from\":\"1\"},\"event_id\":\"8fba3f7408abdc5ec5"
+    "b148c40eec85e9\",\"window\":{\"expires_at\":1700086402}},{\"kind\""
+    ":\"message\",\"channel\":\"whatsapp\",\"id\":\"wamid.M4\",\"phone_"
+    "number_id\":\"PN1\",\"display_phone_number\":\"15550001111\",\"wab"
+    "a_id\":\"WABA\\\"1\",\"timestamp\":null,\"from\":\"16505551234\","
+    "\"profile_name\":\"Ann \303\251\360\237\230\200\\t\",\"type\":\"re"
+    "action\",\"class\":\"unsupported\",\"reason\":\"reaction\",\"remov"
+    "ed\":true,\"related_id\":\"wamid.R\",\"event_id\":\"53ff2afaaac9a5"
+    "8d22f4a336457b25e6\"},{\"kind\":\"message\",\"channel\":\"whatsapp"
+    "\",\"id\":\"wamid.M5\",\"phone_number_id\":\"PN1\",\"display_phone"
+    "_number\":\"15550001111\",\"waba_id\":\"WABA\\\"1\",\"timestamp\":"
+    "null,\"from\":\"16505551234\",\"profile_name\":\"Ann \303\251\360"
+    "\237\230\200\\t\",\"type\":\"unsupported\",\"class\":\"unsupported"
+    "\",\"reason\":\"unsupported_type\",\"errors\":[{\"code\":131051,\""
+    "title\":\"x\"}],\"subtype\":\"poll\",\"event_id\":\"2af1da3640e509"
+    "bac1a12328344f7681\",\"window\":{\"expires_at\":1700086404}},{\"ki"
+    "nd\":\"message\",\"channel\":\"whatsapp\",\"id\":\"wamid.M6\",\"ph"
+    "one_number_id\":\"PN1\",\"display_phone_number\":\"15550001111\","
+    "\"waba_id\":\"WABA\\\"1\",\"timestamp\":null,\"from\":\"1650555123"
+    "4\",\"profile_name\":\"Ann \303\251\360\237\230\200\\t\",\"type\":"
+    "\"text\",\"class\":\"supported\",\"content\":{\"body\":\" STOP\\n"
+    "\"},\"optin\":\"out\",\"event_id\":\"b7e1760c84e013ce8c41429e4f1c4"
+    "c5f\"},{\"kind\":\"change\",\"channel\":\"whatsapp\",\"id\":\"\","
+    "\"phone_number_id\":\"PN1\",\"display_phone_number\":\"15550001111"
+    "\",\"waba_id\":\"WABA\\\"1\",\"timestamp\":null,\"field\":\"messag"
+    "es\",\"member\":\"messages\",\"value\":42,\"event_id\":\"011589391"
+    "0a78644e4a4fbaad1169662\"},{\"kind\":\"status\",\"channel\":\"what"
+    "sapp\",\"id\":\"wamid.S1\",\"phone_number_id\":\"PN1\",\"display_p"
+    "hone_number\":\"15550001111\",\"waba_id\":\"WABA\\\"1\",\"timestam"
+    "p\":1700000002,\"status\":\"read\",\"recipient\":\"16505551234\","
+    "\"conversation\":{\"id\":\"CV\",\"origin\":{\"type\":\"service\"}}"
+    ",\"pricing\":{\"billable\":true,\"pricing_model\":\"CBP\",\"catego"
+    "ry\":\"service\"},\"biz_opaque_callback_data\":\"T\",\"event_id\":"
+    "\"94f32b6f180799591a1189c5f45e8675\"},{\"kind\":\"message\",\"chan"
+    "nel\":\"whatsapp\",\"id\":\"wamid.D\",\"phone_number_id\":\"PN1\","
+    "\"display_phone_number\":\"15550001111\",\"waba_id\":\"WABA\\\"1\""
+    ",\"timestamp\":null,\"from\":\"16505551234\",\"profile_name\":\"An"
+    "n \303\251\360\237\230\200\\t\",\"type\":\"deleted\",\"class\":\"u"
+    "nsupported\",\"reason\":\"deleted\",\"errors\":[{\"code\":1}],\"ev"
+    "ent_id\":\"a61c4a6d1a597805f5e51fab22d12541\",\"window\":{\"expire"
+    "s_at\":1700086408}},{\"kind\":\"error\",\"channel\":\"whatsapp\","
+    "\"id\":\"\",\"phone_number_id\":\"PN1\",\"display_phone_number\":"
+    "\"15550001111\",\"waba_id\":\"WABA\\\"1\",\"timestamp\":null,\"err"
+    "ors\":[{\"code\":131000,\"title\":\"Something went wrong\"}],\"eve"
+    "nt_id\":\"83eb228b9b06696d9dad9ce38157ae4a\"},{\"kind\":\"change\""
+    ",\"channel\":\"whatsapp\",\"id\":\"\",\"phone_number_id\":\"PN9\","
+    "\"waba_id\":\"WABA\\\"1\",\"timestamp\":1700000009,\"field\":\"mes"
+    "sage_template_status_update\",\"value\":{\"event\":\"APPROVED\",\""
+    "message_template_id\":12,\"reason\":\"NONE\",\"metadata\":{\"phone"
+    "_number_id\":\"PN9\"}},\"event_id\":\"80bbe9eb7ff938df2ae92601abfa"
+    "9941\"}]}";
+
+
+static void
+test_golden(void)
+{
+    int                    rc;
+    char                  *d;
+    size_t                 i, len;
+    mw_batch_t             b;
+    mw_quarantine_conf_t   qc;
+
+    memset(&qc, 0, sizeof(qc));
+    qc.detectors = MW_DETECT_ALL;
+    qc.match = rule_match;
+    qc.match_data = "evil.example";
+
+    json_array_clear(held);
+    cur = &b;
+    rc = mw_batch_parse(&b, golden_in, sizeof(golden_in) - 1, &qc, NOW);
+    is_int(rc, MW_BATCH_OK, "golden: parses");
+    is_int(b.nupdates, 11, "golden: eleven updates");
+
+    for (i = 0; i < b.nupdates; i++) {
+        if (b.updates[i].kind == MW_KIND_MESSAGE && b.updates[i].contact[0]
+            && i % 2 == 0)
+        {
+            mw_event_set_window(&b.updates[i], 1700086400 + i);
+        }
+    }
+
+    d = mw_batch_dump(&b, NULL, &len);
+    is_int(len, sizeof(golden_out) - 1, "golden: length");
+    ok(d && len == sizeof(golden_out) - 1
+       && memcmp(d, golden_out, len) == 0, "golden: byte for byte");
+
+    if (d && (len != sizeof(golden_out) - 1
+              || memcmp(d, golden_out, len) != 0))
+    {
+        printf("# got  %s\n# want %s\n", d, golden_out);
+    }
+
+    mw_json_free(d);
+    mw_batch_free(&b);
+}
+
+
+static void
+test_ids(void)
+{
+    int           rc;
+    char         *d;
+    size_t        len;
+    json_t       *root;
+    mw_batch_t    b;
+    mw_update_t  *u;
+
+    rc = parse(&b, ENV_HEAD "'messages':[{'from':'16505551234','id':"
+               "'wamid.A\\u0000B','type':'text','text':{'body':'x'}},"
+               "{'from':'16505551234','type':'text'}],'statuses':[{'id':"
+               "'wamid.S','status':'failed','errors':[{'code':131047}]},"
+               "{'status':'sent'}],'errors':[{'code':1}]}},{'field':'x',"
+               "'value':{" ENV_TAIL);
+    is_int(rc, MW_BATCH_OK, "ids: parse");
+    is_int(b.nupdates, 6, "ids: six updates");
+
+    u = &b.updates[0];
+    is_int(u->id_len, 9, "message id: length counts the NUL");
+    ok(memcmp(u->id, "wamid.A\0B", 9) == 0, "message id: bytes");
+    is_str(u->id, "wamid.A", "message id: NUL-terminated as jansson keeps it");
+
+    is_str(b.updates[1].id, "", "message without id: \"\"");
+    is_int(b.updates[1].id_len, 0, "message without id: 0");
+    is_str(b.updates[2].id, "wamid.S", "status id");
+    is_int(b.updates[2].id_len, 7, "status id length");
+    is_int(b.updates[2].error_code, 131047, "status: error code");
+    is_str(b.updates[3].id, "", "status without id: \"\"");
+    is_str(b.updates[4].id, "", "error item: \"\"");
+    is_int(b.updates[4].kind, MW_KIND_ERROR, "error item kind");
+    is_str(b.updates[5].id, "", "change: \"\"");
+    is_int(b.updates[5].kind, MW_KIND_CHANGE, "change kind");
+
+    for (len = 0; len < b.nupdates; len++) {
+        is_int(b.updates[len].window_expires, 0, "update %zu: no window",
+               len);
+    }
+
+    is_int(mw_event_set_window(NULL, 1), -1, "set_window(NULL)");
+    is_int(mw_event_set_window(&b.updates[0], TS + 86400), 0,
+           "set_window");
+    is_int(b.updates[0].window_expires, TS + 86400, "window recorded");
+    is_int(json_integer_value(json_object_get(get(&b.updates[0], "window"),
+                                              "expires_at")),
+           TS + 86400, "window in the event");
+    ok(!has(&b.updates[1], "window"), "no window on another update");
+
+    /* a window set again replaces the first, as a member set twice did */
+    mw_event_set_window(&b.updates[0], TS + 2 * 86400);
+    d = mw_batch_dump(&b, NULL, &len);
+    ok(d && strstr(d, "\"window\":{\"expires_at\":1700172800}}") != NULL
+       && strstr(d, "1700086400") == NULL, "window set twice: the last");
+    mw_json_free(d);
+
+    ok(mw_update_event(&b, b.nupdates) == NULL,
+       "mw_update_event beyond the batch: NULL");
+
+    /*
+     * mw_batch_drop(): the updates go, the document is the caller's
+     * (here released by hand, as a pool allocator would at once).
+     */
+    root = b.root;
+    mw_batch_drop(&b);
+    ok(b.updates == NULL && b.nupdates == 0 && b.root == NULL,
+       "drop: the batch is empty");
+    mw_batch_drop(&b);
+    mw_batch_free(&b);
+    ok(1, "drop, drop again and free after it: harmless");
+    json_decref(root);
+
+    /* a failed parse leaves nothing to drop but the document */
+    rc = parse(&b, "{'object':'page'}");
+    is_int(rc, MW_BATCH_ESHAPE, "drop after a failure: parse");
+    root = b.root;
+    mw_batch_drop(&b);
+    json_decref(root);
+}
+
+
 int
 main(void)
 {
@@ -1349,6 +1592,8 @@ main(void)
     test_malformed_items();
     test_quarantine();
     test_optin();
+    test_golden();
+    test_ids();
 
     json_decref(held);
     is_int(tagged_live, 0, "every jansson allocation released");

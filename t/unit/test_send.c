@@ -609,7 +609,7 @@ test_graph_error(void)
               "\"details\":\"window closed\"}}}",
            "the documented shape, compact");
     is_int(len, s ? strlen(s) : 0, "length returned");
-    free(s);
+    mw_json_free(s);
 
     s = mw_graph_error(131009, NULL, "say \"hi\"\n\\ \x01 \xc3\xa9",
                        "tab\there </script>", &len);
@@ -633,13 +633,13 @@ test_graph_error(void)
            "tab\there </script>", "details round-trip");
     is_int(json_object_size(e), 4, "error has exactly 4 members");
     json_decref(j);
-    free(s);
+    mw_json_free(s);
 
     s = mw_graph_error(100, "OAuthException", "m", NULL, &len);
     is_str(s, "{\"error\":{\"message\":\"m\",\"type\":\"OAuthException\","
               "\"code\":100,\"error_data\":{\"messaging_product\":"
               "\"whatsapp\"}}}", "no details: the member is left out");
-    free(s);
+    mw_json_free(s);
 
     /* bytes that are not UTF-8 cannot make the body invalid */
     s = mw_graph_error(2, "OAuthException", "bad \xff\xfe bytes", "\xc3",
@@ -653,13 +653,13 @@ test_graph_error(void)
                                              "details")),
            "?", "in details too");
     json_decref(j);
-    free(s);
+    mw_json_free(s);
 
     s = mw_graph_error(-1, "", NULL, NULL, NULL);
     ok(s != NULL && strstr(s, "\"message\":\"\"") != NULL
        && strstr(s, "\"code\":-1") != NULL,
        "NULL message and len are accepted");
-    free(s);
+    mw_json_free(s);
 }
 
 
@@ -998,9 +998,61 @@ test_cycle(void)
 }
 
 
+/*
+ * jansson's allocator as the nginx glue installs one: its free() takes
+ * only what its malloc() returned.  A graph error body released with
+ * plain free() fails under ASan; memory the core malloc()ed itself and
+ * gave to jansson's free() fails the tag check.
+ */
+#define TAG        0x6d776a73u
+
+static size_t  tagged_live;
+
+
+static void *
+tagged_malloc(size_t size)
+{
+    unsigned char  *p;
+
+    p = malloc(size + 16);
+    if (p == NULL) {
+        return NULL;
+    }
+
+    *(unsigned *) p = TAG;
+    tagged_live++;
+
+    return p + 16;
+}
+
+
+static void
+tagged_free(void *ptr)
+{
+    unsigned char  *p;
+
+    if (ptr == NULL) {
+        return;
+    }
+
+    p = (unsigned char *) ptr - 16;
+
+    if (*(unsigned *) p != TAG) {
+        printf("# jansson's free() got memory it did not allocate\n");
+        abort();
+    }
+
+    *(unsigned *) p = 0;
+    tagged_live--;
+    free(p);
+}
+
+
 int
 main(void)
 {
+    json_set_alloc_funcs(tagged_malloc, tagged_free);
+
     test_not_json();
     test_envelope();
     test_to();
@@ -1016,6 +1068,8 @@ main(void)
     test_decide_optin();
     test_session_advance();
     test_cycle();
+
+    is_int(tagged_live, 0, "every jansson allocation released");
 
     return done_testing();
 }
