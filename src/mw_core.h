@@ -211,7 +211,8 @@ int mw_iban_valid(const char *s, size_t n);   /* compact form, no spaces */
  * beyond 64 bits kept as reals instead of failing the whole batch.  The
  * values come from jansson's allocator.  Returns the document, or NULL
  * with a reason in err (which never quotes the input): MW_JSON_ENOMEM
- * when an allocation failed.
+ * when an allocation failed (except inside a string, which jansson
+ * reports as an invalid token: "not JSON").
  */
 json_t *mw_json_parse(const char *buf, size_t len, char *err,
     size_t errlen);

@@ -54,9 +54,17 @@ mw_json_parse(const char *buf, size_t len, char *err, size_t errlen)
      */
     flags = JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL | JSON_DECODE_ANY;
 
+    /*
+     * jansson records no error at all when an allocation fails while it
+     * builds a value, and leaves the error code byte as it found it: it
+     * starts zeroed, so that "nothing recorded" can be told apart.
+     */
+    memset(&e, 0, sizeof(json_error_t));
+
     root = json_loadb(buf, len, flags, &e);
 
     if (root == NULL
+        && e.text[0] != '\0'
         && json_error_code(&e) == json_error_numeric_overflow)
     {
         /*
@@ -67,7 +75,20 @@ mw_json_parse(const char *buf, size_t len, char *err, size_t errlen)
     }
 
     if (root == NULL) {
-        mw_json_reason(&e, err, errlen);
+        if (e.text[0] == '\0') {
+            /*
+             * Not a verdict on the input: the delivery must be retried,
+             * not dead-lettered.  (An allocation failure inside a string
+             * still reads as "not JSON": jansson reports it as an invalid
+             * token.)
+             */
+            if (err && errlen) {
+                snprintf(err, errlen, "%s", MW_JSON_ENOMEM);
+            }
+
+        } else {
+            mw_json_reason(&e, err, errlen);
+        }
     }
 
     return root;

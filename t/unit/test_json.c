@@ -212,7 +212,7 @@ test_nul_and_numbers(void)
 
     out = json_dumps(j, JSON_COMPACT);
     is_str(out, "{\"t\":\"a\\u0000b\"}", "escaped again on output");
-    free(out);
+    mw_json_free(out);
     json_decref(j);
 
     j = parse("{\"big\":123456789012345678901234,\"n\":7}", err,
@@ -244,6 +244,232 @@ test_nul_and_numbers(void)
 }
 
 
+/*
+ * The reasons, byte positions included, for a range of broken inputs:
+ * what mw_json_parse() reports must not drift (they reach logs and the
+ * dead-letter records), whatever reads the JSON underneath.
+ */
+static void
+test_reasons(void)
+{
+    char     err[128];
+    size_t   i;
+    json_t  *j;
+
+    static const struct {
+        const char  *json;
+        size_t       len;
+        const char  *reason;
+    } cases[] = {
+        { " ", 1,
+          "truncated JSON at byte 1" },
+        { "{", 1,
+          "truncated JSON at byte 1" },
+        { "[", 1,
+          "truncated JSON at byte 1" },
+        { "[1,", 3,
+          "truncated JSON at byte 3" },
+        { "[1,]", 4,
+          "not JSON at byte 4" },
+        { "{\"a\":1,}", 8,
+          "not JSON at byte 8" },
+        { "{\"a\"}", 5,
+          "not JSON at byte 5" },
+        { "{\"a\":}", 6,
+          "not JSON at byte 6" },
+        { "{1:2}", 5,
+          "not JSON at byte 2" },
+        { "{\"a\":1 \"b\":2}", 13,
+          "not JSON at byte 10" },
+        { "\"abc", 4,
+          "truncated JSON at byte 4" },
+        { "\"a\\", 3,
+          "not JSON at byte 3" },
+        { "\"a\\u12", 6,
+          "not JSON at byte 6" },
+        { "\"a\\u12x\"", 8,
+          "not JSON at byte 7" },
+        { "\"a\\x\"", 5,
+          "not JSON at byte 4" },
+        { "\"a\\\303\251\"", 6,
+          "not JSON at byte 4" },
+        { "\"\\ud800\"", 8,
+          "invalid \\u escape at byte 8" },
+        { "\"\\udc00\"", 8,
+          "invalid \\u escape at byte 8" },
+        { "\"\\ud800\\u0041\"", 14,
+          "invalid \\u escape at byte 14" },
+        { "\"\\ud800 \\x\"", 11,
+          "not JSON at byte 10" },
+        { "\"a\012b\"", 5,
+          "not JSON at byte 2" },
+        { "\"\001\"", 3,
+          "not JSON at byte 1" },
+        { "\000", 1,
+          "truncated JSON at byte 1" },
+        { "[\000]", 3,
+          "truncated JSON at byte 2" },
+        { "{} \000", 4,
+          "data after the JSON document at byte 4" },
+        { "{} x", 4,
+          "data after the JSON document at byte 4" },
+        { "{} \"a", 5,
+          "truncated JSON at byte 5" },
+        { "-", 1,
+          "not JSON at byte 1" },
+        { "-x", 2,
+          "not JSON at byte 1" },
+        { "-01", 3,
+          "not JSON at byte 2" },
+        { "01", 2,
+          "not JSON at byte 1" },
+        { "1.", 2,
+          "not JSON at byte 2" },
+        { "1.x", 3,
+          "not JSON at byte 2" },
+        { "1e", 2,
+          "not JSON at byte 2" },
+        { "1e+x", 4,
+          "not JSON at byte 3" },
+        { "1x", 2,
+          "data after the JSON document at byte 2" },
+        { "1e999", 5,
+          "number out of range at byte 5" },
+        { "[1,99999999999999999999999,1e999]", 33,
+          "number out of range at byte 32" },
+        { "nul", 3,
+          "not JSON at byte 3" },
+        { "nullx", 5,
+          "not JSON at byte 5" },
+        { "True", 4,
+          "not JSON at byte 4" },
+        { "\303\251", 2,
+          "not JSON at byte 2" },
+        { "\377", 1,
+          "invalid UTF-8 at byte 0" },
+        { "\"\303\"", 3,
+          "invalid UTF-8 at byte 1" },
+        { "\"\355\240\200\"", 5,
+          "invalid UTF-8 at byte 1" },
+        { "\"\300\200\"", 4,
+          "invalid UTF-8 at byte 1" },
+        { "1\377", 2,
+          "invalid UTF-8 at byte 1" },
+        { "null\377", 5,
+          "invalid UTF-8 at byte 4" },
+        { "1.\377", 3,
+          "invalid UTF-8 at byte 2" },
+        { "\"\\u00\377\"", 7,
+          "invalid UTF-8 at byte 5" },
+        { "\"\\\377\"", 4,
+          "invalid UTF-8 at byte 2" },
+        { "{\"a\":1}\377", 8,
+          "invalid UTF-8 at byte 7" },
+        { "{\"a\":1,\"a\"}", 11,
+          "duplicate key at byte 10" },
+        { "{\"a\":1,\"a\":\377}", 13,
+          "duplicate key at byte 10" },
+        { "{\"a\":99999999999999999999,\"a\":1}", 32,
+          "duplicate key at byte 29" },
+        { "{\"a\\u0000\":1}", 13,
+          "\\u0000 in an object key at byte 10" },
+        { "{\"\\u0061\":1,\"a\":2}", 18,
+          "duplicate key at byte 15" },
+        /* a syntax error first, a hostile depth after it: the depth */
+        { "x[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["
+          "[[[[", 69,
+          "nesting deeper than 64 at byte 65" },
+    };
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        j = mw_json_parse(cases[i].json, cases[i].len, err, sizeof(err));
+        ok(j == NULL, "reason #%zu: refused", i);
+        is_str(err, cases[i].reason, "reason #%zu", i);
+        json_decref(j);
+    }
+}
+
+
+/* jansson's allocator failing at every point in turn */
+static size_t  fail_after;
+
+static void *
+failing_malloc(size_t size)
+{
+    if (fail_after == 0) {
+        return NULL;
+    }
+
+    fail_after--;
+
+    return malloc(size);
+}
+
+
+static size_t
+parse_failing(const char *doc, size_t *nomem, size_t *other)
+{
+    char     err[128];
+    size_t   n;
+    json_t  *j;
+
+    *nomem = 0;
+    *other = 0;
+
+    for (n = 0; n < 500; n++) {
+        json_set_alloc_funcs(failing_malloc, free);
+        fail_after = n;
+
+        j = mw_json_parse(doc, strlen(doc), err, sizeof(err));
+
+        json_set_alloc_funcs(malloc, free);
+
+        if (j != NULL) {
+            json_decref(j);
+            break;
+        }
+
+        if (strcmp(err, MW_JSON_ENOMEM) == 0) {
+            (*nomem)++;
+
+        } else if (starts(err, "not JSON at byte ")) {
+            (*other)++;
+        }
+    }
+
+    return n;
+}
+
+
+/*
+ * An allocation failure must read as "out of memory" (the caller answers
+ * 500 and Meta retries), not as a verdict on the input (dead-lettered,
+ * never retried); and nothing may leak.
+ */
+static void
+test_nomem(void)
+{
+    size_t  n, nomem, other;
+
+    /* no strings: jansson records nothing for any failure */
+    n = parse_failing("[[1,2.5],[true],{},[null,[]],-7]", &nomem, &other);
+    ok(n > 5 && n < 500, "no strings: parses once allocations succeed");
+    is_int(nomem, n, "no strings: every failure is \"out of memory\"");
+
+    /*
+     * With strings, jansson reports a failed allocation in its lexer as
+     * an invalid token: those still read "not JSON" (a known limit).
+     */
+    n = parse_failing("{\"object\":\"x\",\"entry\":[{\"id\":\"1\",\"v\":"
+                      "{\"s\":\"a\\u00e9\",\"n\":1.5,\"l\":[1,2]}}]}",
+                      &nomem, &other);
+    ok(n > 10 && n < 500, "strings: parses once allocations succeed");
+    is_int(nomem + other, n, "strings: out of memory, or not JSON");
+    ok(nomem > other, "strings: mostly out of memory (%zu of %zu)", nomem,
+       n);
+}
+
+
 int
 main(void)
 {
@@ -251,6 +477,8 @@ main(void)
     test_depth();
     test_strict();
     test_nul_and_numbers();
+    test_reasons();
+    test_nomem();
 
     return done_testing();
 }

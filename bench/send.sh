@@ -1,0 +1,278 @@
+#!/bin/sh
+# bench/send.sh: what the send path (meta_webhook_send) adds on top of
+# the Graph API it forwards to (see "Send path" in bench/README.md).
+#
+#   F  a fake Graph API: a second nginx answering every
+#      POST /v23.0/<id>/messages with a fixed 200 JSON ("return 200 '...'"),
+#      as fast as a Graph endpoint can be; measured directly
+#   S  nginx with the module, one worker, location /graph/ with
+#      meta_webhook_send (thread pool mw, 8 threads), forwarding the same
+#      template send to F; measured through the module
+#
+# Both with wrk -t1 -cN -d..s --latency from the load core.  The module's
+# nginx (master + worker + its thread pool) is pinned to the server core;
+# the fake and wrk share the load core in both runs, so the difference
+# between F and S is what the module adds.  A benchmark, not a test: exit
+# 0 when everything ran, whatever the numbers; 1 when something could not
+# run.  Knobs (environment):
+#   BENCH_DURATION=5  BENCH_CONNECTIONS=16  BENCH_QUIET_WAIT=20
+#   BENCH_SEND_PORT=18190   first port tried (the next free ones are used)
+#   BENCH_SERVER_CPU=0 BENCH_LOAD_CPU=1   taskset pinning ("" to disable)
+#   BENCH_FAKE_CPU=<load cpu>             the fake Graph API's core ("" : unpinned)
+
+set -u
+
+WORK=$(cd "$(dirname "$0")" && pwd)/out/send
+. "$(dirname "$0")/lib.sh"
+
+DURATION=${BENCH_DURATION:-5}
+CONNS=${BENCH_CONNECTIONS:-16}
+QUIET=${BENCH_QUIET_WAIT:-20}
+FAKE_CPU=${BENCH_FAKE_CPU-$LOAD_CPU}
+RESULT_FILE=$OUT/send.txt
+PHONE_ID=106540352242922
+BODY='{"messaging_product":"whatsapp","to":"16505551234","type":"template","template":{"name":"hello_world","language":{"code":"en_US"}}}'
+FAKE_REPLY='{"messaging_product":"whatsapp","contacts":[{"input":"16505551234","wa_id":"16505551234"}],"messages":[{"id":"wamid.bench"}]}'
+
+FAKE_PID=""
+stop_send() {
+    [ -n "$FAKE_PID" ] && { stop_pid "$FAKE_PID" QUIT; FAKE_PID=""; }
+    stop_all
+}
+trap 'stop_send' EXIT
+trap 'stop_send; exit 130' INT TERM HUP
+
+need_apt wrk wrk
+need_apt curl curl
+need_apt taskset util-linux
+
+[ "$HAVE_MODULE" = 1 ] || { warn "$MODULE not built: run make first"; exit 1; }
+
+rm -rf "$WORK"
+mkdir -p "$WORK"
+snapshot_module
+
+# ------------------------------------------------------------- ports
+
+port_free() {   # nothing listens on 127.0.0.1:PORT (ss, else a curl probe)
+    if command -v ss >/dev/null 2>&1; then
+        ! ss -Hltn "sport = :$1" 2>/dev/null | grep -q .
+    else
+        c=$(curl -s -o /dev/null -m 1 -w '%{http_code}' "http://127.0.0.1:$1/" 2>/dev/null)
+        [ "$c" = 000 ]
+    fi
+}
+next_free_port() {  # next_free_port FROM: first free port >= FROM
+    p=$1
+    while ! port_free "$p"; do
+        p=$((p + 1))
+        [ "$p" -lt $(($1 + 200)) ] || { warn "no free port near $1"; exit 1; }
+    done
+    echo "$p"
+}
+FAKE_PORT=$(next_free_port "${BENCH_SEND_PORT:-18190}")
+MOD_PORT=$(next_free_port $((FAKE_PORT + 1)))
+
+# ------------------------------------------------------------ configs
+
+common_http() {   # common_http DIR
+    cat <<EOF
+    access_log off;
+    keepalive_requests 1000000;
+    keepalive_timeout 65;
+    client_body_temp_path $1/tmp/body;
+    proxy_temp_path $1/tmp/proxy;
+    fastcgi_temp_path $1/tmp/fastcgi;
+    uwsgi_temp_path $1/tmp/uwsgi;
+    scgi_temp_path $1/tmp/scgi;
+EOF
+}
+
+main_head() {     # main_head DIR CPU
+    [ "$(id -u)" = 0 ] && echo "user root;"
+    echo "worker_processes 1;"
+    [ -n "$2" ] && echo "worker_cpu_affinity $(cpu_mask "$2");"
+    cat <<EOF
+pid $1/nginx.pid;
+error_log $1/logs/error.log warn;
+events { worker_connections 4096; }
+EOF
+}
+
+FAKE_DIR=$WORK/fake
+MOD_DIR=$WORK/module
+mkdir -p "$FAKE_DIR/logs" "$FAKE_DIR/tmp" "$MOD_DIR/logs" "$MOD_DIR/tmp"
+
+{
+    main_head "$FAKE_DIR" "$FAKE_CPU"
+    echo "http {"
+    common_http "$FAKE_DIR"
+    cat <<EOF
+    server {
+        listen 127.0.0.1:$FAKE_PORT backlog=4096;
+        location ~ ^/v23.0/[0-9]+/messages\$ {
+            default_type application/json;
+            return 200 '$FAKE_REPLY';
+        }
+    }
+}
+EOF
+} >"$FAKE_DIR/nginx.conf"
+
+TOKEN=$WORK/token
+(umask 077; printf 'EAAbench%s\n' "$(run_tag)" >"$TOKEN")
+chmod 600 "$TOKEN"
+
+{
+    echo "load_module $MODULE_LOAD;"
+    main_head "$MOD_DIR" "$SERVER_CPU"
+    echo "thread_pool mw threads=8;"
+    echo "http {"
+    common_http "$MOD_DIR"
+    cat <<EOF
+    meta_webhook_state shm zone=bench:16m;
+    server {
+        listen 127.0.0.1:$MOD_PORT backlog=4096;
+        location /graph/ {
+            meta_webhook_send;
+            meta_webhook_thread_pool mw;
+            meta_webhook_access_token_file $TOKEN;
+            meta_webhook_graph_url http://127.0.0.1:$FAKE_PORT/v23.0;
+            meta_webhook_business_verified on;
+        }
+    }
+}
+EOF
+} >"$MOD_DIR/nginx.conf"
+
+# wrk script: one fixed POST; done() prints a machine-readable line
+cat >"$WORK/post.lua" <<EOF
+wrk.method = "POST"
+wrk.body = [==[$BODY]==]
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer client-side-token"
+function done(summary, latency, requests)
+    local e = summary.errors
+    io.write(string.format(
+        "RESULT requests=%d rps=%.0f p50_us=%d p99_us=%d mean_us=%.0f non2xx=%d socket_errors=%d\n",
+        summary.requests, summary.requests / (summary.duration / 1e6),
+        latency:percentile(50), latency:percentile(99), latency.mean,
+        e.status, e.connect + e.read + e.write + e.timeout))
+end
+EOF
+
+# ------------------------------------------------------------ servers
+
+start_server() {  # start_server DIR CPU: sets SRV_PID
+    if ! $NGX_BIN -t -q -p "$1" -c "$1/nginx.conf" >"$1/logs/nginx-t.log" 2>&1; then
+        warn "nginx -t failed on $1/nginx.conf:"; cat "$1/logs/nginx-t.log" >&2
+        return 1
+    fi
+    if [ -n "$2" ]; then
+        taskset -c "$2" $NGX_BIN -p "$1" -c "$1/nginx.conf" -g "daemon off;" \
+            >>"$1/logs/stdout.log" 2>&1 &
+    else
+        $NGX_BIN -p "$1" -c "$1/nginx.conf" -g "daemon off;" >>"$1/logs/stdout.log" 2>&1 &
+    fi
+    SRV_PID=$!
+}
+
+NOT_RUN=""
+start_server "$FAKE_DIR" "$FAKE_CPU" || exit 1
+FAKE_PID=$SRV_PID
+wait_port "$FAKE_PORT" || { warn "fake Graph API did not start: $(tail -3 "$FAKE_DIR/logs/error.log")"; exit 1; }
+start_server "$MOD_DIR" "$SERVER_CPU" || exit 1
+NGX_PID=$SRV_PID
+wait_port "$MOD_PORT" || { warn "module nginx did not start: $(tail -3 "$MOD_DIR/logs/error.log")"; exit 1; }
+
+FAKE_URL=http://127.0.0.1:$FAKE_PORT/v23.0/$PHONE_ID/messages
+MOD_URL=http://127.0.0.1:$MOD_PORT/graph/$PHONE_ID/messages
+
+probe() {   # probe URL: "<status> <body>"
+    printf '%s' "$BODY" | curl -s -m 10 -w ' -> HTTP %{http_code}' \
+        -H 'Content-Type: application/json' --data-binary @- "$1"
+}
+log "probe fake:   $(probe "$FAKE_URL")"
+P=$(probe "$MOD_URL")
+log "probe module: $P"
+case $P in
+    *wamid.bench*'HTTP 200') ;;
+    *) warn "WARNING: the module did not forward the probe to the fake (expected 200 with the fake's body)"
+       tail -5 "$MOD_DIR/logs/error.log" >&2 ;;
+esac
+
+field() { sed -n "s/^RESULT .*[ ]$2=\([^ ]*\).*/\1/p" "$WORK/wrk-$1.txt" 2>/dev/null | head -1; }
+
+run_wrk() {     # run_wrk LABEL URL DURATION
+    on_cpu "$LOAD_CPU" timeout $(($3 + 30)) wrk -t1 -c"$CONNS" -d"$3"s \
+        --timeout 5s --latency -s "$WORK/post.lua" "$2" >"$WORK/wrk-$1.txt" 2>&1 \
+        || { warn "wrk for $1 failed"; NOT_RUN="$NOT_RUN $1"; }
+}
+
+log ""
+log "=== F: fake Graph API directly ($FAKE_URL) ==="
+run_wrk Fwarm "$FAKE_URL" 1
+wait_quiet "$QUIET"
+run_wrk F "$FAKE_URL" "$DURATION"
+cat "$WORK/wrk-F.txt"
+
+log ""
+log "=== S: through meta_webhook_send ($MOD_URL) ==="
+E0=$(grep -c '\[\(error\|crit\|alert\|emerg\)\]' "$MOD_DIR/logs/error.log" 2>/dev/null)
+run_wrk Swarm "$MOD_URL" 1
+wait_quiet "$QUIET"
+LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
+run_wrk S "$MOD_URL" "$DURATION"
+cat "$WORK/wrk-S.txt"
+E1=$(grep -c '\[\(error\|crit\|alert\|emerg\)\]' "$MOD_DIR/logs/error.log" 2>/dev/null)
+log "module nginx error-log lines during the runs: $((E1 - E0))"
+
+stop_send
+
+# ------------------------------------------------------------ summary
+
+{
+    echo "# send path benchmark, $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+    echo "machine: $NCPU cores ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)), $(uname -sr)"
+    echo "nginx $($NGX_BIN -v 2>&1 | sed 's/.*version: //'), module $MODULE_INFO"
+    echo "pinning: module nginx on CPU ${SERVER_CPU:-any}, fake Graph nginx on CPU ${FAKE_CPU:-any}, wrk on CPU ${LOAD_CPU:-any}"
+    echo "load: wrk -t1 -c$CONNS -d${DURATION}s --latency, POST template send ($(printf '%s' "$BODY" | wc -c) bytes); load average $LOAD0"
+    echo ""
+    printf '%-40s %9s %9s %9s %8s %8s\n' target 'sends/s' 'p50 ms' 'p99 ms' non-2xx sock-err
+    for t in F S; do
+        case $t in
+            F) name="F fake Graph API (nginx return 200)" ;;
+            S) name="S through meta_webhook_send" ;;
+        esac
+        if [ -n "$(field $t rps)" ]; then
+            printf '%-40s %9s %9s %9s %8s %8s\n' "$name" "$(field $t rps)" \
+                "$(awk -v u="$(field $t p50_us)" 'BEGIN { printf "%.3f", u / 1000 }')" \
+                "$(awk -v u="$(field $t p99_us)" 'BEGIN { printf "%.3f", u / 1000 }')" \
+                "$(field $t non2xx)" "$(field $t socket_errors)"
+        else
+            printf '%-40s %9s\n' "$name" "not run"
+        fi
+    done
+    echo ""
+    awk -v a="$(field S p99_us)" -v b="$(field F p99_us)" 'BEGIN {
+        if (a == "" || b == "") { print "p99 added by the module: n/a"; exit }
+        d = (a - b) / 1000
+        printf "p99 added by the module = p99(module) - p99(fake) = %.3f ms   (target <= 1 ms: %s)\n", d, d <= 1 ? "met" : "NOT met" }'
+    awk -v a="$(field S rps)" -v b="$(field F rps)" 'BEGIN {
+        if (a > 0 && b > 0) printf "rate ratio module/fake = %.2f\n", a / b; else print "rate ratio: n/a" }'
+    for t in F S; do
+        n=$(field $t non2xx)
+        if [ -n "$n" ] && [ "$n" != 0 ]; then
+            echo "WARNING: $t had $n non-2xx responses (the module did not forward every send)"
+        fi
+    done
+} >"$RESULT_FILE"
+log ""
+cat "$RESULT_FILE"
+log ""
+log "written to bench/out/send.txt (raw wrk output in bench/out/send/)"
+if [ -n "$NOT_RUN" ]; then
+    warn "not everything ran:$NOT_RUN"
+    exit 1
+fi
+exit 0
