@@ -316,6 +316,9 @@ ngx_int_t ngx_http_meta_webhook_log_handler(ngx_http_request_t *r);
 
 ngx_int_t ngx_http_meta_webhook_read_body(ngx_http_request_t *r,
     ngx_str_t *body);
+void ngx_http_meta_webhook_hold(ngx_http_request_t *r, ngx_event_t *guard,
+    ngx_msec_t timeout);
+void ngx_http_meta_webhook_resume(ngx_http_request_t *r, ngx_event_t *guard);
 ngx_int_t ngx_http_meta_webhook_respond(ngx_http_request_t *r,
     ngx_uint_t status, char *type, u_char *data, size_t len);
 ngx_uint_t ngx_http_meta_webhook_serves(ngx_http_meta_webhook_loc_conf_t *lcf,

@@ -836,13 +836,8 @@ ngx_http_meta_webhook_claim(ngx_http_request_t *r,
          * nothing frees it meanwhile, and with a timer so that a worker
          * shutting down gracefully waits for it too.
          */
-        r->main->blocked++;
-        r->write_event_handler = ngx_http_request_empty_handler;
-
-        ctx->guard.handler = ngx_http_meta_webhook_guard;
-        ctx->guard.data = r;
-        ctx->guard.log = r->connection->log;
-        ngx_add_timer(&ctx->guard, (ngx_msec_t) lcf->claim_timeout * 1000);
+        ngx_http_meta_webhook_hold(r, &ctx->guard,
+                                   (ngx_msec_t) lcf->claim_timeout * 1000);
 
         return NGX_AGAIN;
     }
@@ -865,15 +860,9 @@ ngx_http_meta_webhook_claim_done(ngx_mw_ingest_t *op)
     r = op->data;
     c = r->connection;
 
-    ngx_http_set_log_request(c->log, r);
-
-    r->main->blocked--;
-
     ctx = ngx_http_meta_webhook_get_ctx(r);
 
-    if (ctx->guard.timer_set) {
-        ngx_del_timer(&ctx->guard);
-    }
+    ngx_http_meta_webhook_resume(r, &ctx->guard);
 
     ctx->status = ngx_http_meta_webhook_claimed(r, ctx);
 
@@ -896,13 +885,48 @@ ngx_http_meta_webhook_claim_done(ngx_mw_ingest_t *op)
 }
 
 
+/*
+ * A request waiting for a thread of the pool: blocked, so that nothing
+ * frees it while the thread writes into it, and with a timer, because a
+ * worker shutting down gracefully waits for timers, not for threads.
+ */
+
+void
+ngx_http_meta_webhook_hold(ngx_http_request_t *r, ngx_event_t *guard,
+    ngx_msec_t timeout)
+{
+    r->main->blocked++;
+    r->write_event_handler = ngx_http_request_empty_handler;
+
+    guard->handler = ngx_http_meta_webhook_guard;
+    guard->data = r;
+    guard->log = r->connection->log;
+    ngx_add_timer(guard, timeout);
+}
+
+
+/* Back on the event loop, once the thread is done. */
+
+void
+ngx_http_meta_webhook_resume(ngx_http_request_t *r, ngx_event_t *guard)
+{
+    ngx_http_set_log_request(r->connection->log, r);
+
+    r->main->blocked--;
+
+    if (guard->timer_set) {
+        ngx_del_timer(guard);
+    }
+}
+
+
 static void
 ngx_http_meta_webhook_guard(ngx_event_t *ev)
 {
-    /* the backend's own timeouts are far shorter: only say so */
+    /* the thread's own timeouts are shorter: if this fires, only say so */
     ngx_log_error(NGX_LOG_WARN, ev->log, 0,
-                  "meta_webhook: the state has not answered for longer "
-                  "than \"meta_webhook_claim_timeout\"");
+                  "meta_webhook: a thread of the pool has not finished "
+                  "within its timeouts");
 }
 
 

@@ -101,7 +101,6 @@ static size_t ngx_http_meta_webhook_curl_read(char *buffer, size_t size,
     size_t nitems, void *userdata);
 static int ngx_http_meta_webhook_curl_seek(void *userdata, curl_off_t offset,
     int origin);
-static void ngx_http_meta_webhook_send_guard(ngx_event_t *ev);
 static ngx_int_t ngx_http_meta_webhook_session(ngx_http_request_t *r,
     ngx_mw_path_t *path);
 static ngx_int_t ngx_http_meta_webhook_session_answer(ngx_http_request_t *r,
@@ -485,15 +484,9 @@ ngx_http_meta_webhook_read_state(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    /* held until the thread is done, and counted for the finalization */
+    /* counted for the finalization when the thread is done */
     r->main->count++;
-    r->main->blocked++;
-    r->write_event_handler = ngx_http_request_empty_handler;
-
-    rt->guard.handler = ngx_http_meta_webhook_send_guard;
-    rt->guard.data = rt;
-    rt->guard.log = r->connection->log;
-    ngx_add_timer(&rt->guard, 10000);
+    ngx_http_meta_webhook_hold(r, &rt->guard, 10000);
 
     return NGX_DONE;
 
@@ -539,13 +532,7 @@ ngx_http_meta_webhook_read_done(ngx_event_t *ev)
     r = rt->request;
     c = r->connection;
 
-    ngx_http_set_log_request(c->log, r);
-
-    r->main->blocked--;
-
-    if (rt->guard.timer_set) {
-        ngx_del_timer(&rt->guard);
-    }
+    ngx_http_meta_webhook_resume(r, &rt->guard);
 
     rc = ngx_http_meta_webhook_read_answer(r, rt);
 
@@ -679,14 +666,9 @@ ngx_http_meta_webhook_send_start(ngx_http_request_t *r)
         goto failed;
     }
 
-    r->main->blocked++;
-    r->write_event_handler = ngx_http_request_empty_handler;
-
-    t->guard.handler = ngx_http_meta_webhook_send_guard;
-    t->guard.data = t;
-    t->guard.log = r->connection->log;
-    ngx_add_timer(&t->guard, lcf->graph_timeout + lcf->graph_connect_timeout
-                             + 5000);
+    ngx_http_meta_webhook_hold(r, &t->guard, lcf->graph_timeout
+                                             + lcf->graph_connect_timeout
+                                             + 5000);
 
     return NGX_AGAIN;
 
@@ -951,19 +933,6 @@ ngx_http_meta_webhook_curl_seek(void *userdata, curl_off_t offset,
 }
 
 
-static void
-ngx_http_meta_webhook_send_guard(ngx_event_t *ev)
-{
-    /*
-     * libcurl's own timeouts end the call before this fires; if it does,
-     * the call is still bounded by them, so only say so.
-     */
-    ngx_log_error(NGX_LOG_WARN, ev->log, 0,
-                  "meta_webhook: a call to the Graph API outlasts its "
-                  "timeouts");
-}
-
-
 static size_t
 ngx_http_meta_webhook_curl_write(char *ptr, size_t size, size_t nmemb,
     void *userdata)
@@ -1010,13 +979,7 @@ ngx_http_meta_webhook_send_done(ngx_event_t *ev)
     r = t->request;
     c = r->connection;
 
-    ngx_http_set_log_request(c->log, r);
-
-    r->main->blocked--;
-
-    if (t->guard.timer_set) {
-        ngx_del_timer(&t->guard);
-    }
+    ngx_http_meta_webhook_resume(r, &t->guard);
 
     rc = ngx_http_meta_webhook_send_finish(r, t);
 
