@@ -203,6 +203,8 @@ static mw_update_t *mw_update_add(mw_ctx_t *ctx, mw_kind_e kind,
     mw_form_e form, json_t *item, json_t *id, int64_t ts);
 static void mw_key_content(mw_ctx_t *ctx, unsigned char *out,
     const char **parts, size_t *lens, size_t n, json_t *item);
+static void mw_key_message_update(mw_ctx_t *ctx, mw_update_t *u,
+    json_t *item);
 static int mw_str_is(json_t *s, const char *lit, size_t len);
 
 static void mw_event_write(mw_out_t *o, const mw_update_t *u);
@@ -754,8 +756,7 @@ mw_message(mw_ctx_t *ctx, json_t *msg)
     int64_t           ts;
     json_t           *id, *type, *from, *obj, *errors;
     mw_class_e        cls;
-    const char       *reason, *parts[3];
-    size_t            lens[3];
+    const char       *reason;
     mw_update_t      *u;
     const mw_type_t  *t;
 
@@ -809,18 +810,7 @@ mw_message(mw_ctx_t *ctx, json_t *msg)
         u->error_code = mw_code(json_array_get(errors, 0));
     }
 
-    if (u->id_len) {
-        mw_key_message(u->key, u->id, u->id_len);
-
-    } else {
-        /* without an id, only the content tells a retry from another */
-        parts[0] = "message";
-        lens[0] = mw_strlen("message");
-        parts[1] = ctx->pnid_s;
-        lens[1] = ctx->pnid_len;
-
-        mw_key_content(ctx, u->key, parts, lens, 2, msg);
-    }
+    mw_key_message_update(ctx, u, msg);
 }
 
 
@@ -938,8 +928,6 @@ mw_status(mw_ctx_t *ctx, json_t *st)
 static void
 mw_status_deleted(mw_ctx_t *ctx, json_t *st, json_t *id, int64_t ts)
 {
-    const char   *parts[3];
-    size_t        lens[3];
     mw_update_t  *u;
 
     u = mw_update_add(ctx, MW_KIND_MESSAGE, MW_FORM_DELETED, st, id, ts);
@@ -952,17 +940,7 @@ mw_status_deleted(mw_ctx_t *ctx, json_t *st, json_t *id, int64_t ts)
 
     mw_contact(ctx, u, mw_recipient(st));
 
-    if (u->id_len) {
-        mw_key_message(u->key, u->id, u->id_len);
-
-    } else {
-        parts[0] = "message";
-        lens[0] = mw_strlen("message");
-        parts[1] = ctx->pnid_s;
-        lens[1] = ctx->pnid_len;
-
-        mw_key_content(ctx, u->key, parts, lens, 2, st);
-    }
+    mw_key_message_update(ctx, u, st);
 }
 
 
@@ -1398,6 +1376,30 @@ mw_key_content(mw_ctx_t *ctx, unsigned char *out, const char **parts,
 
     /* the dump was allocated by jansson's allocator, maybe not malloc */
     mw_json_free(dump);
+}
+
+
+/*
+ * A message's dedupe key: its id, or without one (only the content then
+ * tells a retry from another message) the business number and the item.
+ */
+static void
+mw_key_message_update(mw_ctx_t *ctx, mw_update_t *u, json_t *item)
+{
+    const char  *parts[3];         /* mw_key_content() adds the item */
+    size_t       lens[3];
+
+    if (u->id_len) {
+        mw_key_message(u->key, u->id, u->id_len);
+        return;
+    }
+
+    parts[0] = "message";
+    lens[0] = mw_strlen("message");
+    parts[1] = ctx->pnid_s;
+    lens[1] = ctx->pnid_len;
+
+    mw_key_content(ctx, u->key, parts, lens, 2, item);
 }
 
 
