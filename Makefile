@@ -74,7 +74,8 @@ $(MODULE): $(OBJS)/objs/Makefile $(CORE_SRCS) $(CORE_HDRS) $(NGX_SRCS)
 	cp $(OBJS)/objs/ngx_http_meta_webhook_module.so $@.tmp
 	mv -f $@.tmp $@
 
-$(BUILD)/t/%: t/unit/%.c $(CORE_SRCS) $(CORE_HDRS) t/unit/tap.h
+$(BUILD)/t/%: t/unit/%.c $(CORE_SRCS) $(CORE_HDRS) t/unit/tap.h \
+              t/unit/tagged_alloc.h
 	@mkdir -p $(BUILD)/t
 	$(CC) $(UNIT_CFLAGS) -o $@ $< $(CORE_SRCS) $(UNIT_LIBS)
 

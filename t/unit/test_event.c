@@ -11,6 +11,7 @@
 
 #include "mw_core.h"
 #include "tap.h"
+#include "tagged_alloc.h"
 
 
 #define NOW        1700000500
@@ -44,56 +45,6 @@ static const mw_quarantine_conf_t  *qconf;
  */
 static const mw_batch_t  *cur;
 static json_t            *held;
-
-
-/*
- * jansson's allocator, as the nginx glue may install one: its free()
- * accepts only what its malloc() returned, so a core result released
- * with plain free(), or plain malloc()ed memory given to mw_json_free(),
- * fails (ASan reports the former, the tag check the latter).
- */
-#define TAG        0x6d776a73u
-
-static size_t  tagged_live;
-
-
-static void *
-tagged_malloc(size_t size)
-{
-    unsigned char  *p;
-
-    p = malloc(size + 16);
-    if (p == NULL) {
-        return NULL;
-    }
-
-    *(unsigned *) p = TAG;
-    tagged_live++;
-
-    return p + 16;
-}
-
-
-static void
-tagged_free(void *ptr)
-{
-    unsigned char  *p;
-
-    if (ptr == NULL) {
-        return;
-    }
-
-    p = (unsigned char *) ptr - 16;
-
-    if (*(unsigned *) p != TAG) {
-        printf("# jansson's free() got memory it did not allocate\n");
-        abort();
-    }
-
-    *(unsigned *) p = 0;
-    tagged_live--;
-    free(p);
-}
 
 
 static const char *

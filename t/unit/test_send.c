@@ -8,6 +8,7 @@
 
 #include "mw_core.h"
 #include "tap.h"
+#include "tagged_alloc.h"
 
 
 #define NOW          1800000000
@@ -995,56 +996,6 @@ test_cycle(void)
     is_decision(d, MW_SEND_ALLOW, 1, 0, 1,
                 "cycle: reply in the session the template opened");
     is_int(lim.used, 2, "cycle: two conversations so far");
-}
-
-
-/*
- * jansson's allocator as the nginx glue installs one: its free() takes
- * only what its malloc() returned.  A graph error body released with
- * plain free() fails under ASan; memory the core malloc()ed itself and
- * gave to jansson's free() fails the tag check.
- */
-#define TAG        0x6d776a73u
-
-static size_t  tagged_live;
-
-
-static void *
-tagged_malloc(size_t size)
-{
-    unsigned char  *p;
-
-    p = malloc(size + 16);
-    if (p == NULL) {
-        return NULL;
-    }
-
-    *(unsigned *) p = TAG;
-    tagged_live++;
-
-    return p + 16;
-}
-
-
-static void
-tagged_free(void *ptr)
-{
-    unsigned char  *p;
-
-    if (ptr == NULL) {
-        return;
-    }
-
-    p = (unsigned char *) ptr - 16;
-
-    if (*(unsigned *) p != TAG) {
-        printf("# jansson's free() got memory it did not allocate\n");
-        abort();
-    }
-
-    *(unsigned *) p = 0;
-    tagged_live--;
-    free(p);
 }
 
 
