@@ -216,7 +216,6 @@ typedef struct {
     void                       *state;         /* the backend's own */
     ngx_mw_counters_t          *counters;      /* in shared memory */
     ngx_flag_t                  used;          /* a meta_webhook location */
-    ngx_flag_t                  shared;        /* state beyond this host */
 } ngx_http_meta_webhook_main_conf_t;
 
 typedef struct {

@@ -824,7 +824,6 @@ ngx_http_meta_webhook_claim(ngx_http_request_t *r,
         op->owner = 1;
     }
 
-    op->data = r;
     op->pool = r->pool;
     op->done = ngx_http_meta_webhook_claim_done;
 

@@ -1277,7 +1277,6 @@ ngx_http_meta_webhook_memcached(ngx_conf_t *cf,
 
     mmcf->ops = &ngx_http_meta_webhook_memcached_ops;
     mmcf->state = mc;
-    mmcf->shared = 1;
 
     return NGX_CONF_OK;
 
