@@ -15,6 +15,7 @@ PORT=${BENCH_PORT:-18180}
 PORT_A=$((PORT + 1))              # nginx "return 200;"
 PORT_B=$((PORT + 2))              # nginx meta_webhook
 PORT_C=$((PORT + 3))              # Express
+PORT_M=$((PORT + 4))              # memcached, for E
 
 NGX_PID=""
 NODE_PID=""
@@ -167,7 +168,7 @@ http {
 EOF
         if [ "$HAVE_MODULE" = 1 ]; then
             cat <<EOF
-    meta_webhook_state shm zone=bench:64m;
+    meta_webhook_state ${BENCH_STATE:-shm zone=bench:64m};
 
     server {                                # B and D: the module
         listen 127.0.0.1:$PORT_B;

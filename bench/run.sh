@@ -8,6 +8,8 @@
 #   C  a typical Express webhook (HMAC over the raw body, constant-time
 #      compare, JSON.parse, in-memory dedupe), one node process
 #   D  one 1000-update batch, POSTed N times with fresh ids: us/update
+#   E  B with memcached state (one local memcached, on the load
+#      generator's CPU, as another machine would be)
 #
 # One nginx worker, load from wrk in a separate process on 127.0.0.1.
 # A benchmark, not a test: it prints numbers and exits 0 when everything
@@ -18,8 +20,10 @@
 #   BENCH_REQUESTS=300000  unique signed deliveries generated for A/B/C
 #   BENCH_BATCHES=100      1000-update deliveries per D variant
 #   BENCH_UPDATES=1000     updates per D delivery
-#   BENCH_PORT=18180       ports BENCH_PORT+1 .. +3 are used
+#   BENCH_PORT=18180       ports BENCH_PORT+1 .. +4 are used
 #   BENCH_SERVER_CPU=0 BENCH_LOAD_CPU=1   taskset pinning ("" to disable)
+#   BENCH_TARGETS="A B C D E"  which targets to run (A runs whenever B or E
+#                          does: the ratios need it)
 #   BENCH_QUIET_WAIT=20    before each target, wait up to this many seconds
 #                          for other work on the machine to stop (0: don't)
 
@@ -36,6 +40,8 @@ NBATCH=${BENCH_BATCHES:-100}
 UPDATES=${BENCH_UPDATES:-1000}
 WARM_LAST=30000                   # lines 1..WARM_LAST: warm-up ids
 QUIET=${BENCH_QUIET_WAIT:-20}
+TARGETS=" ${BENCH_TARGETS:-A B C D E} "
+want() { case $TARGETS in *" $1 "*) return 0 ;; esac; return 1; }
 
 trap 'stop_all' EXIT
 trap 'stop_all; exit 130' INT TERM HUP
@@ -44,6 +50,7 @@ need_apt wrk wrk
 need_apt curl curl
 need_apt node nodejs
 need_apt taskset util-linux
+need_apt memcached memcached
 command -v npm >/dev/null 2>&1 || need_apt npm npm
 
 if [ ! -d "$BENCH/express/node_modules/express" ]; then
@@ -153,7 +160,9 @@ NOT_RUN=""                        # what could not run: exit 1 at the end
 
 log ""
 log "=== starting nginx (worker_processes 1) ==="
-if ! start_nginx "$SECRET"; then
+if ! want A && ! want B; then
+    :
+elif ! start_nginx "$SECRET"; then
     NOT_RUN="$NOT_RUN A B"
 else
     log "nginx pid $NGX_PID: A on :$PORT_A$( [ "$HAVE_MODULE" = 1 ] && echo ", B/D on :$PORT_B")"
@@ -163,7 +172,7 @@ else
     wait_quiet "$QUIET"
     run_wrk A "http://127.0.0.1:$PORT_A/webhook" 1 100000 cycle "$DURATION" "$NGX_PID"
 
-    if [ "$HAVE_MODULE" = 1 ]; then
+    if [ "$HAVE_MODULE" = 1 ] && want B; then
         log ""
         log "=== B: meta_webhook, built-in 200, shm state ==="
         log "probe: signed delivery -> $(post_line "http://127.0.0.1:$PORT_B/webhook" "$OUT/probe.txt" 1)" \
@@ -183,7 +192,7 @@ else
 fi
 stop_all
 
-if [ "$HAVE_MODULE" = 1 ]; then
+if [ "$HAVE_MODULE" = 1 ] && want D; then
     log ""
     log "=== D: $NBATCH deliveries of $UPDATES updates each, one at a time (fresh nginx, empty zone) ==="
     if ! start_nginx "$SECRET"; then
@@ -200,32 +209,74 @@ if [ "$HAVE_MODULE" = 1 ]; then
     stop_all
 fi
 
+if [ "$HAVE_MODULE" = 1 ] && want E; then
+    log ""
+    log "=== E: meta_webhook, built-in 200, memcached state ==="
+    MC_USER=""; [ "$(id -u)" = 0 ] && MC_USER="-u nobody"
+    on_cpu "$LOAD_CPU" memcached -l 127.0.0.1 -p "$PORT_M" -U 0 -t 1 \
+        -m 256 -c 4096 $MC_USER >"$OUT/memcached.log" 2>&1 &
+    MC_PID=$!
+    if ! BENCH_STATE="memcached 127.0.0.1:$PORT_M" start_nginx "$SECRET" \
+            "thread_pool default threads=${BENCH_THREADS:-16};"; then
+        NOT_RUN="$NOT_RUN E"
+    else
+        log "probe: signed delivery -> $(post_line "http://127.0.0.1:$PORT_B/webhook" "$OUT/probe.txt" 4)" \
+            "(expect 200), same again -> $(post_line "http://127.0.0.1:$PORT_B/webhook" "$OUT/probe.txt" 4) (duplicate, expect 200)"
+        # memcached's own count of the commands it served
+        mc_cmds() { perl -MIO::Socket::INET -e '
+            my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$ARGV[0]",
+                                          Timeout => 2) or exit 1;
+            print $s "stats\r\n"; my $n = 0;
+            while (<$s>) { last if /^END/;
+                $n += $2 if /^STAT (cmd_get|cmd_set|cmd_touch|(?:incr|decr|delete)_(?:hits|misses)) (\d+)/ }
+            print $n' "$PORT_M"; }
+        log "warm-up ${WARMUP}s on ids 1..$WARM_LAST"
+        run_wrk Ewarm "http://127.0.0.1:$PORT_B/webhook" 1 "$WARM_LAST" stop "$WARMUP" "$NGX_PID" >/dev/null
+        wait_quiet "$QUIET"
+        cmd0=$(mc_cmds)
+        run_wrk E "http://127.0.0.1:$PORT_B/webhook" $((WARM_LAST + 1)) "$NREQ" stop "$DURATION" "$NGX_PID"
+        sleep 1     # the last commits, posted from the log phase
+        cmd1=$(mc_cmds)
+        n=$(result_field E requests)
+        E_RT=$(awk -v a="${cmd0:-0}" -v b="${cmd1:-0}" -v n="${n:-0}" 'BEGIN { if (n > 0 && b > a) printf "%.2f", (b - a) / n; else print "n/a" }')
+        echo "E memcached commands per delivery: $E_RT (memcached's own counters over the measured run)" >"$OUT/e-roundtrips.txt"
+        cat "$OUT/e-roundtrips.txt"
+        if [ "$WITH_STATUS" = 1 ]; then
+            log "status after E: $(curl -s -m 5 "http://127.0.0.1:$PORT_B/status" | head -c 300)"
+        fi
+    fi
+    stop_all
+    stop_pid "$MC_PID" TERM
+fi
+
 log ""
 log "=== C: Express $EXPRESS_VER (one node process) ==="
-if [ -n "$SERVER_CPU" ]; then
-    taskset -c "$SERVER_CPU" node "$BENCH/express/server.js" "$PORT_C" "$SECRET" t \
-        >"$OUT/express.log" 2>&1 &
-else
-    node "$BENCH/express/server.js" "$PORT_C" "$SECRET" t >"$OUT/express.log" 2>&1 &
+if want C; then
+    if [ -n "$SERVER_CPU" ]; then
+        taskset -c "$SERVER_CPU" node "$BENCH/express/server.js" "$PORT_C" "$SECRET" t \
+            >"$OUT/express.log" 2>&1 &
+    else
+        node "$BENCH/express/server.js" "$PORT_C" "$SECRET" t >"$OUT/express.log" 2>&1 &
+    fi
+    NODE_PID=$!
+    if wait_port "$PORT_C"; then
+        log "probe: signed delivery -> $(post_line "http://127.0.0.1:$PORT_C/webhook" "$OUT/probe.txt" 1)" \
+            "(expect 200), wrong signature -> $(post_line "http://127.0.0.1:$PORT_C/webhook" "$OUT/probe.txt" 2 bad) (expect 403)"
+        log "warm-up ${WARMUP}s on ids 1..$WARM_LAST"
+        run_wrk Cwarm "http://127.0.0.1:$PORT_C/webhook" 1 "$WARM_LAST" stop "$WARMUP" "$NODE_PID" >/dev/null
+        wait_quiet "$QUIET"
+        run_wrk C "http://127.0.0.1:$PORT_C/webhook" $((WARM_LAST + 1)) "$NREQ" stop "$DURATION" "$NODE_PID"
+        log ""
+        log "=== D for comparison: the same $UPDATES-update deliveries to Express ==="
+        wait_quiet "$QUIET"
+        run_batches express "http://127.0.0.1:$PORT_C/webhook" "$OUT/batch-file.txt" "$NODE_PID"
+    else
+        warn "express did not start: $(tail -5 "$OUT/express.log")"
+        NOT_RUN="$NOT_RUN C D-express"
+    fi
+    stop_all
+    cat "$OUT/express.log"
 fi
-NODE_PID=$!
-if wait_port "$PORT_C"; then
-    log "probe: signed delivery -> $(post_line "http://127.0.0.1:$PORT_C/webhook" "$OUT/probe.txt" 1)" \
-        "(expect 200), wrong signature -> $(post_line "http://127.0.0.1:$PORT_C/webhook" "$OUT/probe.txt" 2 bad) (expect 403)"
-    log "warm-up ${WARMUP}s on ids 1..$WARM_LAST"
-    run_wrk Cwarm "http://127.0.0.1:$PORT_C/webhook" 1 "$WARM_LAST" stop "$WARMUP" "$NODE_PID" >/dev/null
-    wait_quiet "$QUIET"
-    run_wrk C "http://127.0.0.1:$PORT_C/webhook" $((WARM_LAST + 1)) "$NREQ" stop "$DURATION" "$NODE_PID"
-    log ""
-    log "=== D for comparison: the same $UPDATES-update deliveries to Express ==="
-    wait_quiet "$QUIET"
-    run_batches express "http://127.0.0.1:$PORT_C/webhook" "$OUT/batch-file.txt" "$NODE_PID"
-else
-    warn "express did not start: $(tail -5 "$OUT/express.log")"
-    NOT_RUN="$NOT_RUN C D-express"
-fi
-stop_all
-cat "$OUT/express.log"
 
 # ------------------------------------------------------------- summary
 
@@ -234,10 +285,11 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0 && b > 0) printf "%.2f", a 
 {
     echo ""
     printf '%-44s %8s %8s %8s %8s %8s %8s %6s\n' target 'req/s' 'p50 us' 'p99 us' non-2xx sock-err 'srv CPU' other
-    for t in A B C; do
+    for t in A B E C; do
         case $t in
             A) name="A nginx 'return 200;'" ;;
             B) name="B meta_webhook (built-in 200, shm)" ;;
+            E) name="E meta_webhook (built-in 200, memcached)" ;;
             C) name="C Express $EXPRESS_VER (1 node process)" ;;
         esac
         if [ -f "$OUT/wrk-$t.txt" ] && [ -n "$(result_field $t rps)" ]; then
@@ -255,6 +307,9 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0 && b > 0) printf "%.2f", a 
     echo ""
     echo "ratio B/A = $(ratio "${B_RPS:-0}" "${A_RPS:-0}")   (target >= 0.5)"
     echo "ratio B/C = $(ratio "${B_RPS:-0}" "${C_RPS:-0}")   (target >= 10)"
+    E_RPS=$(result_field E rps)
+    echo "ratio E/A = $(ratio "${E_RPS:-0}" "${A_RPS:-0}")   (target >= 0.3)"
+    [ -f "$OUT/e-roundtrips.txt" ] && cat "$OUT/e-roundtrips.txt"
     for v in file mem express; do
         f=$OUT/batch-D-$v.txt
         [ -f "$f" ] || continue

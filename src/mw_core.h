@@ -19,6 +19,15 @@
 /* ---------------------------------------------------------------------- */
 /* mw_signature.c: X-Hub-Signature-256 over the raw body                   */
 
+/*
+ * Per-thread data on hot paths.  The module is dlopen()ed, so the default
+ * TLS model would call __tls_get_addr() on every access (hundreds of times
+ * per delivery from jansson's allocator); initial-exec takes a few bytes of
+ * glibc's static TLS reserve instead, kept for dlopen()ed objects.
+ */
+#define MW_TLS  __thread __attribute__((tls_model("initial-exec")))
+
+
 #define MW_SHA256_LEN        32
 #define MW_SIG_PREFIX        "sha256="
 #define MW_SIG_HEADER_LEN    (sizeof(MW_SIG_PREFIX) - 1 + 2 * MW_SHA256_LEN)

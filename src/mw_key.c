@@ -17,8 +17,8 @@
  * They live as long as the thread; nginx's workers and thread pools keep
  * theirs for their lifetime.
  */
-static __thread EVP_MD       *mw_key_md;
-static __thread EVP_MD_CTX   *mw_key_ctx;
+static MW_TLS EVP_MD       *mw_key_md;
+static MW_TLS EVP_MD_CTX   *mw_key_ctx;
 
 
 /* the usual key input is a few ids: gathered, it is one digest update */

@@ -207,6 +207,27 @@ typedef struct {
 } ngx_mw_counters_t;
 
 
+/*
+ * The memcached servers as one node sees them, shared by every thread of
+ * every worker: a server that fails leaves the ring for all of them at
+ * once, so that no two threads of a node look for a key in two places.
+ */
+
+#define NGX_MW_RING_MAX             32
+
+typedef struct {
+    ngx_atomic_t                failed_at;   /* last failure, seconds */
+    ngx_atomic_t                fails;       /* recent failures */
+    ngx_atomic_t                dead_until;  /* seconds; 0: in the ring */
+    ngx_atomic_t                returned_at; /* last back in the ring */
+} ngx_mw_ring_server_t;
+
+typedef struct {
+    ngx_atomic_t                hash;        /* of the server list */
+    ngx_mw_ring_server_t        servers[NGX_MW_RING_MAX];
+} ngx_mw_ring_t;
+
+
 /* ---------------------------------------------------------------------- */
 /* configuration                                                          */
 
@@ -215,6 +236,9 @@ typedef struct {
     ngx_mw_state_ops_t         *ops;
     void                       *state;         /* the backend's own */
     ngx_mw_counters_t          *counters;      /* in shared memory */
+    ngx_mw_ring_t              *ring;          /* memcached: membership */
+    ngx_uint_t                  ring_size;     /* memcached: servers */
+    uint32_t                    ring_hash;     /* memcached: their list */
     ngx_flag_t                  used;          /* a meta_webhook location */
 } ngx_http_meta_webhook_main_conf_t;
 

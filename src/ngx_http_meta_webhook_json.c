@@ -20,7 +20,7 @@
 #define NGX_MW_JSON_POOL      0x50
 
 
-static __thread ngx_pool_t  *ngx_http_meta_webhook_json_current;
+static MW_TLS ngx_pool_t  *ngx_http_meta_webhook_json_current;
 
 
 static void *

@@ -31,27 +31,56 @@
 #define NGX_MW_MC_CAS_TRIES   8
 #define NGX_MW_MC_VALUE_MAX   128
 #define NGX_MW_MC_BUSY_POLLS  5       /* 10 ms each */
+#define NGX_MW_MC_GROUP_LEN   16
 
 
 /*
  * A kept connection dies with its server (a restart): the first call on
  * it fails, the next one reconnects.  So a call that failed on its
  * connection is made once more before the failure counts against the
- * server, and a server leaves the ring only after two failures in a row;
- * otherwise every thread, on its own, would eject a live server and the
- * threads would disagree about where keys live.
+ * server.
+ *
+ * Which servers are in the ring is decided here, not by libmemcached:
+ * its own ejection is per memcached_st, so each thread would eject a
+ * server on its own failures and the threads of one node would disagree
+ * about where a key lives (a claim made on one server, its commit looked
+ * for on another).  Failures are counted in the node's shared memory
+ * (ngx_mw_ring_t); NGX_MW_MC_FAILS of them within NGX_MW_MC_FAIL_WINDOW
+ * seconds take the server out for dead_timeout, for every thread at once,
+ * and every thread rebuilds its handle from the same list of servers.
  */
+
+#define NGX_MW_MC_FAILS        2
+#define NGX_MW_MC_FAIL_WINDOW  2
 
 #define ngx_mw_mc_conn_error(rc)                                             \
     ((rc) == MEMCACHED_CONNECTION_FAILURE || (rc) == MEMCACHED_WRITE_FAILURE \
      || (rc) == MEMCACHED_READ_FAILURE                                       \
      || (rc) == MEMCACHED_UNKNOWN_READ_FAILURE || (rc) == MEMCACHED_ERRNO)
 
-#define ngx_mw_mc_call(m, rc, call)                                          \
+/*
+ * libmemcached's own back-off ("temporarily disabled" until the next
+ * second after a failure) is a verdict of this handle alone: such a call
+ * is made again at once, with the back-off cleared, and only what that
+ * second call finds counts against the server.
+ */
+
+#define ngx_mw_mc_retry(rc)                                                  \
+    (ngx_mw_mc_conn_error(rc) || (rc) == MEMCACHED_SERVER_TEMPORARILY_DISABLED)
+
+#define ngx_mw_mc_server_fault(rc)                                           \
+    (ngx_mw_mc_retry(rc) || (rc) == MEMCACHED_TIMEOUT                        \
+     || (rc) == MEMCACHED_SERVER_MARKED_DEAD                                 \
+     || (rc) == MEMCACHED_CONNECTION_SOCKET_CREATE_FAILURE)
+
+#define ngx_mw_mc_call(m, key, rc, call)                                     \
     rc = call;                                                               \
-    if (ngx_mw_mc_conn_error(rc)) {                                          \
-        ngx_mw_mc_reconnect(m);                                              \
+    if (ngx_mw_mc_retry(rc)) {                                               \
+        ngx_mw_mc_reconnect(m, key);                                         \
         rc = call;                                                           \
+    }                                                                        \
+    if (ngx_mw_mc_server_fault(rc)) {                                        \
+        ngx_mw_mc_fault(m, key, rc);                                         \
     }
 
 
@@ -62,6 +91,7 @@ typedef struct {
     time_t                      dead_timeout;
     ngx_str_t                   thread_pool_name;
     ngx_thread_pool_t          *thread_pool;
+    ngx_http_meta_webhook_main_conf_t  *mmcf;  /* its ring */
     ngx_log_t                  *log;
 } ngx_mw_mc_t;
 
@@ -115,16 +145,18 @@ ngx_mw_state_ops_t  ngx_http_meta_webhook_memcached_ops = {
 /*
  * libmemcached backs off a server that failed until the next second at
  * least; the retry of a call that failed on a dead connection must be
- * allowed to reconnect at once.  A server that fails again still counts
- * its failures and leaves the ring.
+ * allowed to reconnect at once.  (memcached_server_get_last_disconnect()
+ * would not do: it returns a copy of the server.)  A server that fails
+ * again is counted by ngx_mw_mc_fault().
  */
 
 static void
-ngx_mw_mc_reconnect(memcached_st *m)
+ngx_mw_mc_reconnect(memcached_st *m, const char *key)
 {
+    memcached_return_t            rc;
     const memcached_instance_st  *server;
 
-    server = memcached_server_get_last_disconnect(m);
+    server = memcached_server_by_key(m, key, strlen(key), &rc);
 
     if (server) {
         memcached_instance_next_retry(server, 0);
@@ -155,28 +187,172 @@ ngx_mw_mc_hex_decode(u_char *out, const char *hex)
 }
 
 
-/* one handle per thread, for the configuration that made it */
+/*
+ * One handle per thread, for the configuration that made it and the
+ * servers that were in the ring then; position i of the handle is server
+ * ngx_mw_mc_handle_index[i] of the configuration.
+ */
 
 static __thread memcached_st  *ngx_mw_mc_handle;
 static __thread ngx_mw_mc_t   *ngx_mw_mc_handle_owner;
+static __thread uint32_t       ngx_mw_mc_handle_live;
+static __thread u_char         ngx_mw_mc_handle_index[NGX_MW_RING_MAX];
+static __thread ngx_log_t     *ngx_mw_mc_handle_log;
+
+
+static ngx_int_t ngx_mw_mc_routes(ngx_mw_mc_t *mc, memcached_st *live,
+    ngx_uint_t n, ngx_log_t *log);
+static memcached_return_t ngx_mw_mc_gets_once(memcached_st *m,
+    const char *group, const char *key, char *value, size_t *len,
+    uint64_t *cas);
+
+
+/* The servers in the ring now; one whose dead timeout ended is back. */
+
+static uint32_t
+ngx_mw_mc_live(ngx_mw_mc_t *mc, ngx_log_t *log)
+{
+    time_t                 now;
+    uint32_t               live;
+    ngx_uint_t             i;
+    ngx_url_t             *u;
+    ngx_atomic_uint_t      until;
+    ngx_mw_ring_server_t  *s;
+
+    now = ngx_time();
+    live = 0;
+    u = mc->servers.elts;
+
+    for (i = 0; i < mc->servers.nelts; i++) {
+        s = &mc->mmcf->ring->servers[i];
+        until = s->dead_until;
+
+        if (until != 0) {
+            if ((time_t) until > now) {
+                continue;
+            }
+
+            if (ngx_atomic_cmp_set(&s->dead_until, until, 0)) {
+                s->fails = 0;
+                s->returned_at = (ngx_atomic_uint_t) now;
+                ngx_log_error(NGX_LOG_NOTICE, log, 0,
+                              "meta_webhook: memcached server \"%V\" is "
+                              "back in the ring, on trial", &u[i].url);
+            }
+        }
+
+        live |= (uint32_t) 1 << i;
+    }
+
+    return live;
+}
+
+
+/*
+ * A call failed on the server that holds key: counted for the node, and
+ * the server leaves the ring when it keeps failing.
+ */
+
+static void
+ngx_mw_mc_fault(memcached_st *m, const char *key, memcached_return_t rc)
+{
+    time_t                         now;
+    uint32_t                       j, n;
+    ngx_mw_mc_t                   *mc;
+    ngx_url_t                     *u;
+    ngx_atomic_uint_t              prev;
+    memcached_return_t             err;
+    ngx_mw_ring_server_t          *s;
+    const memcached_instance_st   *server;
+
+    mc = ngx_mw_mc_handle_owner;
+
+    if (m != ngx_mw_mc_handle || mc == NULL) {
+        return;
+    }
+
+    server = memcached_server_by_key(m, key, strlen(key), &err);
+    if (server == NULL) {
+        return;
+    }
+
+    n = memcached_server_count(m);
+
+    for (j = 0; j < n; j++) {
+        if (memcached_server_instance_by_position(m, j) == server) {
+            break;
+        }
+    }
+
+    if (j == n) {
+        return;
+    }
+
+    j = ngx_mw_mc_handle_index[j];
+    s = &mc->mmcf->ring->servers[j];
+    u = mc->servers.elts;
+    now = ngx_time();
+
+    if (s->dead_until != 0) {
+        return;
+    }
+
+    prev = s->failed_at;
+    s->failed_at = (ngx_atomic_uint_t) now;
+
+    if ((time_t) prev + NGX_MW_MC_FAIL_WINDOW < now) {
+        /* the first failure in a while */
+        s->fails = 1;
+        n = 1;
+
+    } else {
+        n = (uint32_t) ngx_atomic_fetch_add(&s->fails, 1) + 1;
+    }
+
+    if (n >= NGX_MW_MC_FAILS
+        && ngx_atomic_cmp_set(&s->dead_until, 0,
+                              (ngx_atomic_uint_t) (now + mc->dead_timeout)))
+    {
+        ngx_log_error(NGX_LOG_ERR, ngx_mw_mc_handle_log, 0,
+                      "meta_webhook: memcached server \"%V\" failed (%s), "
+                      "out of the ring for %T s: its keys go to the others",
+                      &u[j].url, memcached_strerror(m, rc),
+                      mc->dead_timeout);
+    }
+}
 
 
 static memcached_st *
 ngx_mw_mc_get_handle(ngx_mw_mc_t *mc, ngx_log_t *log)
 {
     u_char             host[NGX_SOCKADDR_STRLEN + 1];
-    ngx_uint_t         i;
+    uint32_t           live;
+    ngx_uint_t         i, n;
     ngx_url_t         *u;
     memcached_st      *m;
     memcached_return_t rc;
 
-    if (ngx_mw_mc_handle && ngx_mw_mc_handle_owner == mc) {
+    live = ngx_mw_mc_live(mc, log);
+
+    ngx_mw_mc_handle_log = log;
+
+    if (ngx_mw_mc_handle && ngx_mw_mc_handle_owner == mc
+        && ngx_mw_mc_handle_live == live)
+    {
         return ngx_mw_mc_handle;
     }
 
     if (ngx_mw_mc_handle) {
         memcached_free(ngx_mw_mc_handle);
         ngx_mw_mc_handle = NULL;
+        ngx_mw_mc_handle_owner = NULL;
+    }
+
+    if (live == 0) {
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "meta_webhook: no memcached server is in the ring; "
+                      "state calls fail until one is tried again");
+        return NULL;
     }
 
     m = memcached_create(NULL);
@@ -185,8 +361,13 @@ ngx_mw_mc_get_handle(ngx_mw_mc_t *mc, ngx_log_t *log)
     }
 
     u = mc->servers.elts;
+    n = 0;
 
     for (i = 0; i < mc->servers.nelts; i++) {
+        if (!(live & ((uint32_t) 1 << i))) {
+            continue;
+        }
+
         ngx_cpystrn(host, u[i].host.data,
                     ngx_min(u[i].host.len + 1, sizeof(host)));
 
@@ -196,7 +377,11 @@ ngx_mw_mc_get_handle(ngx_mw_mc_t *mc, ngx_log_t *log)
             ngx_log_error(NGX_LOG_ERR, log, 0,
                           "meta_webhook: memcached server \"%V\": %s",
                           &u[i].url, memcached_strerror(m, rc));
+            memcached_free(m);
+            return NULL;
         }
+
+        ngx_mw_mc_handle_index[n++] = (u_char) i;
     }
 
     /* ASCII protocol: memcached deprecated the binary one */
@@ -214,33 +399,228 @@ ngx_mw_mc_get_handle(ngx_mw_mc_t *mc, ngx_log_t *log)
     (void) memcached_behavior_set(m, MEMCACHED_BEHAVIOR_RCV_TIMEOUT,
                                   mc->poll_timeout * 1000);
 
-    /* a failed server leaves the ring, and is tried again later */
-    (void) memcached_behavior_set(m, MEMCACHED_BEHAVIOR_REMOVE_FAILED_SERVERS,
-                                  1);
-    (void) memcached_behavior_set(m, MEMCACHED_BEHAVIOR_SERVER_FAILURE_LIMIT,
-                                  2);
-
-    /* a hung server times out rather than fails: it must leave too */
-    (void) memcached_behavior_set(m, MEMCACHED_BEHAVIOR_SERVER_TIMEOUT_LIMIT,
-                                  2);
     /*
-     * A server that failed once is tried again at once (a stale socket
-     * after its restart reconnects on the next call); one that fails
-     * twice in a row leaves the ring for dead_timeout.
+     * No ejection by libmemcached (see ngx_mw_mc_fault); a server that
+     * failed is tried again at once by this handle, until the node takes
+     * it out of the ring.
      */
+    (void) memcached_behavior_set(m, MEMCACHED_BEHAVIOR_REMOVE_FAILED_SERVERS,
+                                  0);
     (void) memcached_behavior_set(m, MEMCACHED_BEHAVIOR_RETRY_TIMEOUT, 0);
-    (void) memcached_behavior_set(m, MEMCACHED_BEHAVIOR_DEAD_TIMEOUT,
-                                  mc->dead_timeout);
+
+    if (ngx_mw_mc_routes(mc, m, n, log) != NGX_OK) {
+        memcached_free(m);
+        return NULL;
+    }
 
     ngx_mw_mc_handle = m;
     ngx_mw_mc_handle_owner = mc;
+    ngx_mw_mc_handle_live = live;
 
     return m;
 }
 
 
-static memcached_return_t ngx_mw_mc_gets_once(memcached_st *m,
-    const char *key, char *value, size_t *len, uint64_t *cas);
+/*
+ * Keys that moved.  While a server is out of the ring its keys are
+ * claimed and committed on the next server of the ring.  Once it is back,
+ * a copy of such an update would be looked for on it alone, and handed
+ * off again.  So for dedupe_ttl after a server came back, a new claim on
+ * it is also looked for where the key went meanwhile: on the server that
+ * the ring without it names.
+ *
+ * The rings are libmemcached's own, used to hash only (they never
+ * connect): ngx_mw_mc_full has every configured server, and
+ * ngx_mw_mc_minus[i] every one but i.  The read itself goes through the
+ * live handle, with a group key that it routes to that server.
+ */
+
+static __thread memcached_st  *ngx_mw_mc_full;
+static __thread memcached_st  *ngx_mw_mc_minus[NGX_MW_RING_MAX];
+static __thread ngx_mw_mc_t   *ngx_mw_mc_routes_owner;
+static __thread char           ngx_mw_mc_group[NGX_MW_RING_MAX]
+                                              [NGX_MW_MC_GROUP_LEN];
+
+
+static memcached_st *
+ngx_mw_mc_hash_ring(ngx_mw_mc_t *mc, ngx_uint_t skip)
+{
+    u_char         host[NGX_SOCKADDR_STRLEN + 1];
+    ngx_uint_t     i;
+    ngx_url_t     *u;
+    memcached_st  *m;
+
+    m = memcached_create(NULL);
+    if (m == NULL) {
+        return NULL;
+    }
+
+    u = mc->servers.elts;
+
+    for (i = 0; i < mc->servers.nelts; i++) {
+        if (i == skip) {
+            continue;
+        }
+
+        ngx_cpystrn(host, u[i].host.data,
+                    ngx_min(u[i].host.len + 1, sizeof(host)));
+
+        if (memcached_server_add(m, (const char *) host, u[i].port)
+            != MEMCACHED_SUCCESS)
+        {
+            memcached_free(m);
+            return NULL;
+        }
+    }
+
+    (void) memcached_behavior_set(m, MEMCACHED_BEHAVIOR_DISTRIBUTION,
+                                  MEMCACHED_DISTRIBUTION_CONSISTENT_KETAMA);
+
+    return m;
+}
+
+
+static ngx_int_t
+ngx_mw_mc_routes(ngx_mw_mc_t *mc, memcached_st *live, ngx_uint_t n,
+    ngx_log_t *log)
+{
+    int         len;
+    char        group[NGX_MW_MC_GROUP_LEN];
+    uint32_t    pos, set;
+    ngx_uint_t  i, found, tries;
+
+    if (ngx_mw_mc_routes_owner != mc) {
+        if (ngx_mw_mc_full) {
+            memcached_free(ngx_mw_mc_full);
+            ngx_mw_mc_full = NULL;
+        }
+
+        for (i = 0; i < NGX_MW_RING_MAX; i++) {
+            if (ngx_mw_mc_minus[i]) {
+                memcached_free(ngx_mw_mc_minus[i]);
+                ngx_mw_mc_minus[i] = NULL;
+            }
+        }
+
+        ngx_mw_mc_routes_owner = NULL;
+
+        if (mc->servers.nelts > 1) {
+            ngx_mw_mc_full = ngx_mw_mc_hash_ring(mc, NGX_MW_RING_MAX);
+            if (ngx_mw_mc_full == NULL) {
+                return NGX_ERROR;
+            }
+
+            for (i = 0; i < mc->servers.nelts; i++) {
+                ngx_mw_mc_minus[i] = ngx_mw_mc_hash_ring(mc, i);
+                if (ngx_mw_mc_minus[i] == NULL) {
+                    return NGX_ERROR;
+                }
+            }
+        }
+
+        ngx_mw_mc_routes_owner = mc;
+    }
+
+    if (n < 2) {
+        return NGX_OK;
+    }
+
+    /* a group key per server of the live handle */
+
+    found = 0;
+    set = 0;
+
+    for (tries = 0; tries < 64 * NGX_MW_RING_MAX && found < n; tries++) {
+        len = snprintf(group, sizeof(group), "mw:g:%u", (unsigned) tries);
+        pos = memcached_generate_hash(live, group, (size_t) len);
+
+        if (pos >= n) {
+            continue;
+        }
+
+        i = ngx_mw_mc_handle_index[pos];
+
+        if (set & ((uint32_t) 1 << i)) {
+            continue;
+        }
+
+        ngx_memcpy(ngx_mw_mc_group[i], group, (size_t) len + 1);
+        set |= (uint32_t) 1 << i;
+        found++;
+    }
+
+    if (found < n) {
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "meta_webhook: no group key routes to every "
+                      "memcached server");
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * Where else to look for a key just claimed on its server (see above):
+ * NGX_OK with the value found there, NGX_DONE when it is not there,
+ * NGX_DECLINED when there is nowhere else to look.
+ */
+
+static ngx_int_t
+ngx_mw_mc_moved(memcached_st *m, ngx_mw_mc_t *mc, const char *key,
+    time_t now, time_t ttl, char *value, size_t *len)
+{
+    uint32_t                 h, f, pos;
+    uint64_t                 cas;
+    const char              *group;
+    ngx_atomic_uint_t        back;
+    memcached_return_t       rc;
+
+    if (ngx_mw_mc_full == NULL) {
+        return NGX_DECLINED;
+    }
+
+    h = memcached_generate_hash(ngx_mw_mc_full, key, MW_KEY_TEXT_LEN);
+    back = mc->mmcf->ring->servers[h].returned_at;
+
+    if (back == 0 || (time_t) back + ttl <= now) {
+        /* its server has not been out within the dedupe horizon */
+        return NGX_DECLINED;
+    }
+
+    pos = memcached_generate_hash(m, key, MW_KEY_TEXT_LEN);
+
+    if (ngx_mw_mc_handle_index[pos] != h) {
+        /* its server is out now: the key is where the claim went */
+        return NGX_DECLINED;
+    }
+
+    f = memcached_generate_hash(ngx_mw_mc_minus[h], key, MW_KEY_TEXT_LEN);
+    f = (f < h) ? f : f + 1;
+
+    if (!(ngx_mw_mc_handle_live & ((uint32_t) 1 << f))) {
+        return NGX_DECLINED;
+    }
+
+    group = ngx_mw_mc_group[f];
+
+    ngx_mw_mc_call(m, group, rc,
+                   ngx_mw_mc_gets_once(m, group, key, value, len, &cas));
+
+    if (rc == MEMCACHED_NOTFOUND) {
+        return NGX_DONE;
+    }
+
+    if (rc != MEMCACHED_SUCCESS) {
+        ngx_log_error(NGX_LOG_ERR, ngx_mw_mc_handle_log, 0,
+                      "meta_webhook: memcached could not be read where a "
+                      "key went while its server was out: %s",
+                      memcached_strerror(m, rc));
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
 
 
 /* A value and its cas, or MEMCACHED_NOTFOUND. */
@@ -251,15 +631,18 @@ ngx_mw_mc_gets(memcached_st *m, const char *key, char *value, size_t *len,
 {
     memcached_return_t  rc;
 
-    ngx_mw_mc_call(m, rc, ngx_mw_mc_gets_once(m, key, value, len, cas));
+    ngx_mw_mc_call(m, key, rc,
+                   ngx_mw_mc_gets_once(m, NULL, key, value, len, cas));
 
     return rc;
 }
 
 
+/* From the server that group (not key) names, when group is set. */
+
 static memcached_return_t
-ngx_mw_mc_gets_once(memcached_st *m, const char *key, char *value,
-    size_t *len, uint64_t *cas)
+ngx_mw_mc_gets_once(memcached_st *m, const char *group, const char *key,
+    char *value, size_t *len, uint64_t *cas)
 {
     size_t               klen;
     const char          *keys[1];
@@ -269,7 +652,8 @@ ngx_mw_mc_gets_once(memcached_st *m, const char *key, char *value,
     keys[0] = key;
     klen = strlen(key);
 
-    rc = memcached_mget(m, keys, &klen, 1);
+    rc = memcached_mget_by_key(m, group, group ? strlen(group) : 0, keys,
+                               &klen, 1);
     if (rc != MEMCACHED_SUCCESS) {
         return rc;
     }
@@ -318,26 +702,59 @@ ngx_mw_mc_failed(memcached_return_t rc)
 
 
 static ngx_int_t
-ngx_mw_mc_claim(memcached_st *m, ngx_mw_claim_t *c, uint64_t owner,
-    time_t lease, ngx_log_t *log)
+ngx_mw_mc_claim(memcached_st *m, ngx_mw_mc_t *mc, ngx_mw_claim_t *c,
+    ngx_mw_ingest_t *op, ngx_log_t *log)
 {
     int                 tries, polls;
     char                key[MW_KEY_TEXT_LEN + 1], value[NGX_MW_MC_VALUE_MAX];
     char                mine[32];
     size_t              len, mlen;
     uint64_t            cas;
+    ngx_int_t           moved;
     memcached_return_t  rc;
 
     mw_key_text(key, MW_KEY_DEDUPE, c->key);
-    mlen = ngx_sprintf((u_char *) mine, "I%016uxL", owner) - (u_char *) mine;
+    mlen = ngx_sprintf((u_char *) mine, "I%016uxL", op->owner)
+           - (u_char *) mine;
 
     for (tries = 0; tries < 2; tries++) {
 
-        ngx_mw_mc_call(m, rc, memcached_add(m, key, MW_KEY_TEXT_LEN, mine, mlen,
-                           (time_t) lease, 0));
+        ngx_mw_mc_call(m, key, rc,
+                       memcached_add(m, key, MW_KEY_TEXT_LEN, mine, mlen,
+                                     op->claim_timeout, 0));
 
         if (rc == MEMCACHED_SUCCESS) {
             c->result = NGX_MW_CLAIM_NEW;
+
+            moved = ngx_mw_mc_moved(m, mc, key, op->now, op->dedupe_ttl,
+                                    value, &len);
+
+            if (moved == NGX_DECLINED || moved == NGX_DONE) {
+                return NGX_OK;
+            }
+
+            if (moved == NGX_OK && len == 1 && value[0] == 'C') {
+                /*
+                 * Handed off while its server was out of the ring: a
+                 * duplicate, and marked so here too.
+                 */
+                (void) memcached_set(m, key, MW_KEY_TEXT_LEN, "C", 1,
+                                     (time_t) mw_ttl(op->now
+                                                     + op->dedupe_ttl,
+                                                     op->now),
+                                     0);
+                c->result = NGX_MW_CLAIM_DUPLICATE;
+                return NGX_OK;
+            }
+
+            /* in flight there, or not known: not ours to hand off now */
+            (void) memcached_delete(m, key, MW_KEY_TEXT_LEN, 0);
+
+            if (moved == NGX_ERROR) {
+                return NGX_ERROR;
+            }
+
+            c->result = NGX_MW_CLAIM_BUSY;
             return NGX_OK;
         }
 
@@ -476,11 +893,13 @@ ngx_mw_mc_contact(memcached_st *m, ngx_mw_contact_op_t *co, time_t now,
         ttl = mw_ttl(mw_contact_expiry(&c, now), now);
 
         if (rc == MEMCACHED_NOTFOUND) {
-            ngx_mw_mc_call(m, rc, memcached_add(m, key, MW_KEY_TEXT_LEN, text, n,
-                               (time_t) ttl, 0));
+            ngx_mw_mc_call(m, key, rc,
+                           memcached_add(m, key, MW_KEY_TEXT_LEN, text, n,
+                                         (time_t) ttl, 0));
         } else {
-            ngx_mw_mc_call(m, rc, memcached_cas(m, key, MW_KEY_TEXT_LEN, text, n,
-                               (time_t) ttl, 0, cas));
+            ngx_mw_mc_call(m, key, rc,
+                           memcached_cas(m, key, MW_KEY_TEXT_LEN, text, n,
+                                         (time_t) ttl, 0, cas));
         }
 
         if (rc == MEMCACHED_SUCCESS) {
@@ -548,9 +967,7 @@ ngx_mw_mc_ingest_thread(void *data, ngx_log_t *log)
     }
 
     for (i = 0; i < op->nclaims; i++) {
-        if (ngx_mw_mc_claim(m, &op->claims[i], op->owner, op->claim_timeout,
-                            log)
-            != NGX_OK)
+        if (ngx_mw_mc_claim(m, t->mc, &op->claims[i], op, log) != NGX_OK)
         {
             ngx_mw_mc_release_new(m, op);
             return;
@@ -618,6 +1035,7 @@ ngx_mw_mc_settle_thread(void *data, ngx_log_t *log)
     char                key[MW_KEY_TEXT_LEN + 1], value[NGX_MW_MC_VALUE_MAX];
     char                mine[32];
     size_t              len, mlen;
+    time_t              ttl;
     uint64_t            cas;
     ngx_uint_t          i, lapsed;
     memcached_st       *m;
@@ -631,26 +1049,45 @@ ngx_mw_mc_settle_thread(void *data, ngx_log_t *log)
     mlen = ngx_sprintf((u_char *) mine, "I%016uxL", s->owner)
            - (u_char *) mine;
     lapsed = 0;
+    ttl = (time_t) mw_ttl(ngx_time() + s->ttl, ngx_time());
 
     for (i = 0; i < s->n; i++) {
         mw_key_text(key, MW_KEY_DEDUPE, s->claims[i].key);
 
-        rc = ngx_mw_mc_gets(m, key, value, &len, &cas);
-
-        if (rc != MEMCACHED_SUCCESS || len != mlen
-            || ngx_memcmp(value, mine, mlen) != 0)
-        {
-            lapsed++;
-            continue;
-        }
-
         if (s->commit) {
-            ngx_mw_mc_call(m, rc, memcached_cas(m, key, MW_KEY_TEXT_LEN, "C", 1,
-                               (time_t) mw_ttl(ngx_time() + s->ttl,
-                                               ngx_time()),
-                               0, cas));
+            /*
+             * One round trip: the update was handed off, so the key is
+             * committed whoever holds it now.  Gone (the lease ended or
+             * memcached lost it) is recorded anew.
+             */
+            ngx_mw_mc_call(m, key, rc,
+                           memcached_replace(m, key, MW_KEY_TEXT_LEN, "C", 1,
+                                             ttl, 0));
+
+            if (rc == MEMCACHED_NOTSTORED || rc == MEMCACHED_NOTFOUND) {
+                lapsed++;
+                ngx_mw_mc_call(m, key, rc,
+                               memcached_add(m, key, MW_KEY_TEXT_LEN, "C", 1,
+                                             ttl, 0));
+
+                if (rc == MEMCACHED_NOTSTORED) {
+                    /* claimed again meanwhile: its holder decides */
+                    continue;
+                }
+            }
+
         } else {
-            ngx_mw_mc_call(m, rc, memcached_delete(m, key, MW_KEY_TEXT_LEN, 0));
+            /* a release deletes the claim only while it is ours */
+            rc = ngx_mw_mc_gets(m, key, value, &len, &cas);
+
+            if (rc != MEMCACHED_SUCCESS || len != mlen
+                || ngx_memcmp(value, mine, mlen) != 0)
+            {
+                continue;
+            }
+
+            ngx_mw_mc_call(m, key, rc,
+                           memcached_delete(m, key, MW_KEY_TEXT_LEN, 0));
         }
 
         if (ngx_mw_mc_failed(rc)) {
@@ -662,11 +1099,12 @@ ngx_mw_mc_settle_thread(void *data, ngx_log_t *log)
         }
     }
 
-    if (lapsed && s->commit) {
+    if (lapsed) {
         ngx_log_error(NGX_LOG_WARN, log, 0,
                       "meta_webhook: %ui updates were handed off after "
-                      "their claims lapsed or memcached lost them; a retry "
-                      "of them may be handed off again", lapsed);
+                      "their claims lapsed or memcached lost them; a copy "
+                      "that came meanwhile may have been handed off too",
+                      lapsed);
     }
 }
 
@@ -814,7 +1252,8 @@ ngx_mw_mc_count(memcached_st *m, u_char *key, int64_t end, time_t now,
     mw_key_text(text, MW_KEY_COUNTER, key);
 
     for (tries = 0; tries < 2; tries++) {
-        ngx_mw_mc_call(m, rc, memcached_increment(m, text, MW_KEY_TEXT_LEN, 1, &v));
+        ngx_mw_mc_call(m, text, rc,
+                       memcached_increment(m, text, MW_KEY_TEXT_LEN, 1, &v));
 
         if (rc == MEMCACHED_SUCCESS) {
             *value = (int64_t) v;
@@ -832,8 +1271,9 @@ ngx_mw_mc_count(memcached_st *m, u_char *key, int64_t end, time_t now,
         }
 
         /* the period's first: kept a day past its end */
-        ngx_mw_mc_call(m, rc, memcached_add(m, text, MW_KEY_TEXT_LEN, "0", 1,
-                           (time_t) mw_ttl(end + 86400, now), 0));
+        ngx_mw_mc_call(m, text, rc,
+                       memcached_add(m, text, MW_KEY_TEXT_LEN, "0", 1,
+                                     (time_t) mw_ttl(end + 86400, now), 0));
 
         if (rc != MEMCACHED_SUCCESS && rc != MEMCACHED_NOTSTORED
             && rc != MEMCACHED_DATA_EXISTS)
@@ -893,9 +1333,12 @@ ngx_mw_mc_mark(memcached_st *m, u_char *key, int64_t session, int64_t from,
             return NGX_ERROR;
         }
 
-        ngx_mw_mc_call(m, rc, memcached_cas(m, text, MW_KEY_TEXT_LEN, value, n,
-                           (time_t) mw_ttl(mw_contact_expiry(&c, now), now),
-                           0, cas));
+        ngx_mw_mc_call(m, text, rc,
+                       memcached_cas(m, text, MW_KEY_TEXT_LEN, value, n,
+                                     (time_t) mw_ttl(mw_contact_expiry(&c,
+                                                                       now),
+                                                     now),
+                                     0, cas));
 
         if (rc == MEMCACHED_SUCCESS) {
             return NGX_OK;
@@ -1145,6 +1588,7 @@ ngx_http_meta_webhook_memcached(ngx_conf_t *cf,
     char         *rv;
     u_char       *p;
     ssize_t       size;
+    uint32_t      crc;
     ngx_str_t     name, s;
     ngx_int_t     t;
     ngx_uint_t    i;
@@ -1262,6 +1706,27 @@ ngx_http_meta_webhook_memcached(ngx_conf_t *cf,
                            "one HOST:PORT");
         return NGX_CONF_ERROR;
     }
+
+    if (mc->servers.nelts > NGX_MW_RING_MAX) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"meta_webhook_state memcached\" takes at most "
+                           "%d servers", NGX_MW_RING_MAX);
+        return NGX_CONF_ERROR;
+    }
+
+    mc->mmcf = mmcf;
+    mmcf->ring_size = mc->servers.nelts;
+
+    /* the ring's shared state survives a reload with the same servers */
+    ngx_crc32_init(crc);
+    u = mc->servers.elts;
+
+    for (i = 0; i < mc->servers.nelts; i++) {
+        ngx_crc32_update(&crc, u[i].url.data, u[i].url.len + 1);
+    }
+
+    ngx_crc32_final(crc);
+    mmcf->ring_hash = crc | 1;
 
     mc->thread_pool = ngx_thread_pool_add(cf, &mc->thread_pool_name);
     if (mc->thread_pool == NULL) {

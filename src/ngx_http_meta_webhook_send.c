@@ -1247,7 +1247,7 @@ ngx_http_meta_webhook_status_answer(ngx_http_request_t *r,
     u_char                             *buf, *p;
     size_t                              size;
     int64_t                             used, daily;
-    ngx_uint_t                          i, first;
+    ngx_uint_t                          i, first, out;
     ngx_mw_counters_t                  *c, zero;
     ngx_http_meta_webhook_loc_conf_t   *lcf;
     ngx_http_meta_webhook_main_conf_t  *mmcf;
@@ -1273,9 +1273,25 @@ ngx_http_meta_webhook_status_answer(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    p = ngx_sprintf(buf,
-            "{\"state\":{\"backend\":\"%V\",\"errors\":%uA,"
-            "\"evictions\":%uA},"
+    p = ngx_sprintf(buf, "{\"state\":{\"backend\":\"%V\",",
+                    mmcf->ops ? &mmcf->ops->name : &lcf->thread_pool_name);
+
+    if (mmcf->ring_size && mmcf->ring) {
+        /* the node's view of the memcached ring */
+        out = 0;
+
+        for (i = 0; i < mmcf->ring_size; i++) {
+            if ((time_t) mmcf->ring->servers[i].dead_until > ngx_time()) {
+                out++;
+            }
+        }
+
+        p = ngx_sprintf(p, "\"servers\":%ui,\"out_of_ring\":%ui,",
+                        mmcf->ring_size, out);
+    }
+
+    p = ngx_sprintf(p,
+            "\"errors\":%uA,\"evictions\":%uA},"
             "\"deliveries\":{\"received\":%uA,\"signatures_missing\":%uA,"
             "\"signatures_refused\":%uA,\"unlisted\":%uA,"
             "\"dead_letters\":%uA,\"busy\":%uA},"
@@ -1286,7 +1302,6 @@ ngx_http_meta_webhook_status_answer(ngx_http_request_t *r,
             "\"unsupported\":{\"reaction\":%uA,\"deleted\":%uA,"
             "\"unsupported_attachment\":%uA,\"unsupported_type\":%uA},"
             "\"optins\":%uA,\"optouts\":%uA},",
-            mmcf->ops ? &mmcf->ops->name : &lcf->thread_pool_name,
             c->state_errors, c->evictions,
             c->deliveries, c->signatures_missing, c->signatures_refused,
             c->unlisted, c->dead_letters, c->busy,

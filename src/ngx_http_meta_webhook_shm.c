@@ -70,6 +70,7 @@ typedef struct {
     uint64_t                    uses;        /* orders uses within a second */
     time_t                      last_evict_log;
     ngx_mw_counters_t           counters;
+    ngx_mw_ring_t               ring;
 } ngx_mw_shm_sh_t;
 
 
@@ -918,6 +919,17 @@ ngx_http_meta_webhook_shm_init(ngx_shm_zone_t *shm_zone, void *data)
 done:
 
     ctx->mmcf->counters = &ctx->sh->counters;
+    ctx->mmcf->ring = &ctx->sh->ring;
+
+    /*
+     * The memcached ring's state is kept across a reload, unless the
+     * server list changed: then every server starts in the ring, and one
+     * still down leaves it again after its first failures.
+     */
+    if (ctx->sh->ring.hash != ctx->mmcf->ring_hash) {
+        ngx_memzero(&ctx->sh->ring, sizeof(ngx_mw_ring_t));
+        ctx->sh->ring.hash = ctx->mmcf->ring_hash;
+    }
 
     return NGX_OK;
 }
