@@ -88,7 +88,7 @@ test: deps all unit
 	prove -j2 -I t/lib t/*.t $(UNIT_BINS)
 
 bench: deps all
-	@sh bench/run.sh
+	@sh bench/run.sh; rc=$$?; sh bench/send.sh || rc=1; exit $$rc
 
 fuzz:
 	@sh fuzz/run.sh

@@ -19,6 +19,7 @@ PORT_M=$((PORT + 4))              # memcached, for E
 
 NGX_PID=""
 NODE_PID=""
+MC_PID=""
 
 log() { printf '%s\n' "$*"; }
 warn() { printf 'bench: %s\n' "$*" >&2; }
@@ -36,6 +37,7 @@ stop_pid() {   # stop_pid PID SIGNAL: signal, wait up to 5 s, then KILL
 stop_all() {
     if [ -n "$NGX_PID" ]; then stop_pid "$NGX_PID" QUIT; NGX_PID=""; fi
     if [ -n "$NODE_PID" ]; then stop_pid "$NODE_PID" TERM; NODE_PID=""; fi
+    if [ -n "${MC_PID:-}" ]; then stop_pid "$MC_PID" TERM; MC_PID=""; fi
 }
 
 need_apt() {   # need_apt COMMAND PACKAGE: install PACKAGE if COMMAND is missing
@@ -61,6 +63,17 @@ fi
 on_cpu() {     # on_cpu CPU COMMAND...: in the foreground
     c=$1; shift
     if [ -n "$c" ]; then taskset -c "$c" "$@"; else "$@"; fi
+}
+
+start_memcached() {   # start_memcached PORT LOG: in the background, MC_PID
+    u=""; [ "$(id -u)" = 0 ] && u="-u nobody"
+    if [ -n "$LOAD_CPU" ]; then
+        taskset -c "$LOAD_CPU" memcached -l 127.0.0.1 -p "$1" -U 0 -t 1 \
+            -m 256 -c 4096 $u >"$2" 2>&1 &
+    else
+        memcached -l 127.0.0.1 -p "$1" -U 0 -t 1 -m 256 -c 4096 $u >"$2" 2>&1 &
+    fi
+    MC_PID=$!
 }
 # Background servers are started as simple commands, not through a shell
 # function (which would run in a subshell), so that $! is the server's own

@@ -7,6 +7,9 @@
 #   single (default)  B's load: unique signed single-message deliveries,
 #                     wrk -t1 -c16 for PROFILE_SECONDS (default 5)
 #   batch             D's load: 1000-update deliveries one at a time
+#   memcached         E's load: B's, with memcached state (a local
+#                     memcached on the load generator's CPU); the worker's
+#                     thread-pool threads are sampled too
 #
 # With perf (apt linux-perf) the one worker is sampled with
 # `perf record -g --call-graph dwarf`; where perf cannot sample here, the
@@ -27,10 +30,11 @@ TOOL=${PROFILE_TOOL:-}
 PERF_PID=""
 
 case $MODE in
-    single|batch) ;;
-    *) echo "usage: sh bench/profile.sh [single|batch]" >&2; exit 2 ;;
+    single|batch|memcached) ;;
+    *) echo "usage: sh bench/profile.sh [single|batch|memcached]" >&2; exit 2 ;;
 esac
 
+MC_PID=""
 cleanup() {
     if [ -n "$PERF_PID" ]; then stop_pid "$PERF_PID" INT; PERF_PID=""; fi
     stop_all
@@ -76,7 +80,7 @@ if [ "$TOOL" = perf ]; then
 else
     NREQ=3000; NBATCH=5          # callgrind runs ~50x slower
 fi
-if [ "$MODE" = single ]; then
+if [ "$MODE" != batch ]; then
     log "generating $NREQ signed single-message deliveries"
     node "$BENCH/gen.js" single "$SECRET" "$WORK/req.txt" "$NREQ" "q$TAG" || exit 1
 else
@@ -85,7 +89,7 @@ else
 fi
 
 load() {   # the load, from the other core; bounded in time
-    if [ "$MODE" = single ]; then
+    if [ "$MODE" != batch ]; then
         if [ "$TOOL" = perf ]; then c=16; d=$SECONDS_; else c=2; d=20; fi
         on_cpu "$LOAD_CPU" timeout $((d + 60)) wrk -t1 -c$c -d${d}s --timeout 10s \
             -s "$BENCH/wrk/replay.lua" "http://127.0.0.1:$PORT_B/webhook" \
@@ -96,8 +100,17 @@ load() {   # the load, from the other core; bounded in time
     fi
 }
 
+if [ "$MODE" = memcached ]; then
+    [ "$TOOL" = perf ] || { warn "memcached mode needs perf"; exit 1; }
+    need_apt memcached memcached
+    start_memcached "$PORT_M" "$WORK/memcached.log"
+    BENCH_STATE="memcached 127.0.0.1:$PORT_M"
+    export BENCH_STATE
+fi
+
 if [ "$TOOL" = perf ]; then
-    start_nginx "$SECRET" || exit 1
+    start_nginx "$SECRET" "thread_pool default threads=${BENCH_THREADS:-16};" \
+        || exit 1
     W=$(worker_pid)
     log "perf: sampling nginx worker $W (CPU ${SERVER_CPU:-any}); load on CPU ${LOAD_CPU:-any}"
     perf record -q -F 1999 --call-graph dwarf,16384 -p "$W" -o "$WORK/perf.data" \
@@ -127,7 +140,7 @@ if [ "$TOOL" = perf ]; then
     echo ""
     echo "=== the module's own steps, including callees ==="
     $R --children --sort symbol -g none --percent-limit 0.5 2>/dev/null | tidy \
-        | grep -E '\] (mw_|ngx_mw_|ngx_http_meta_webhook|json_(loadb|decref|delete|dumpb)|HMAC|EVP_|ngx_http_read_client_request_body|ngx_http_send_response|ngx_http_free_request|ngx_destroy_pool)' \
+        | grep -E '\] (mw_|ngx_mw_|ngx_http_meta_webhook|json_(loadb|decref|delete|dumpb)|HMAC|EVP_|ngx_http_read_client_request_body|ngx_http_send_response|ngx_http_free_request|ngx_destroy_pool|ngx_thread|memcached_)' \
         | head -40
     echo ""
     echo "=== by shared object ==="

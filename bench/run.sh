@@ -212,10 +212,7 @@ fi
 if [ "$HAVE_MODULE" = 1 ] && want E; then
     log ""
     log "=== E: meta_webhook, built-in 200, memcached state ==="
-    MC_USER=""; [ "$(id -u)" = 0 ] && MC_USER="-u nobody"
-    on_cpu "$LOAD_CPU" memcached -l 127.0.0.1 -p "$PORT_M" -U 0 -t 1 \
-        -m 256 -c 4096 $MC_USER >"$OUT/memcached.log" 2>&1 &
-    MC_PID=$!
+    start_memcached "$PORT_M" "$OUT/memcached.log"
     if ! BENCH_STATE="memcached 127.0.0.1:$PORT_M" start_nginx "$SECRET" \
             "thread_pool default threads=${BENCH_THREADS:-16};"; then
         NOT_RUN="$NOT_RUN E"
@@ -246,7 +243,6 @@ if [ "$HAVE_MODULE" = 1 ] && want E; then
         fi
     fi
     stop_all
-    stop_pid "$MC_PID" TERM
 fi
 
 log ""
