@@ -112,6 +112,16 @@ typedef struct {
 } ngx_mw_mc_ingest_t;
 
 
+/* a value read ahead for a batch, by key */
+typedef struct {
+    char                        key[MW_KEY_TEXT_LEN + 1];
+    u_char                      found;
+    u_char                      len;
+    uint64_t                    cas;
+    char                        value[NGX_MW_MC_VALUE_MAX];
+} ngx_mw_mc_value_t;
+
+
 static ngx_int_t ngx_http_meta_webhook_mc_ingest(void *state,
     ngx_mw_ingest_t *op);
 static void ngx_http_meta_webhook_mc_settle(void *state,
@@ -201,6 +211,8 @@ static __thread ngx_log_t     *ngx_mw_mc_handle_log;
 
 
 static ngx_int_t ngx_mw_mc_routes(ngx_mw_mc_t *mc, memcached_st *live,
+    ngx_uint_t n, ngx_log_t *log);
+static ngx_int_t ngx_mw_mc_read_ahead(memcached_st *m, ngx_mw_mc_value_t *v,
     ngx_uint_t n, ngx_log_t *log);
 static memcached_return_t ngx_mw_mc_gets_once(memcached_st *m,
     const char *group, const char *key, char *value, size_t *len,
@@ -826,8 +838,8 @@ ngx_mw_mc_claim(memcached_st *m, ngx_mw_mc_t *mc, ngx_mw_claim_t *c,
 
 
 static ngx_int_t
-ngx_mw_mc_contact(memcached_st *m, ngx_mw_contact_op_t *co, time_t now,
-    ngx_log_t *log)
+ngx_mw_mc_contact(memcached_st *m, ngx_mw_contact_op_t *co,
+    ngx_mw_mc_value_t *ahead, time_t now, ngx_log_t *log)
 {
     int                 tries, n;
     u_char              sent[MW_KEY_LEN];
@@ -856,7 +868,16 @@ ngx_mw_mc_contact(memcached_st *m, ngx_mw_contact_op_t *co, time_t now,
 
     for (tries = 0; tries < NGX_MW_MC_CAS_TRIES; tries++) {
 
-        rc = ngx_mw_mc_gets(m, key, value, &len, &cas);
+        if (tries == 0 && ahead && !co->close) {
+            /* read with the rest of the batch */
+            rc = ahead->found ? MEMCACHED_SUCCESS : MEMCACHED_NOTFOUND;
+            len = ahead->len;
+            cas = ahead->cas;
+            ngx_memcpy(value, ahead->value, len);
+
+        } else {
+            rc = ngx_mw_mc_gets(m, key, value, &len, &cas);
+        }
 
         if (ngx_mw_mc_failed(rc)) {
             ngx_log_error(NGX_LOG_ERR, log, 0,
@@ -950,9 +971,10 @@ ngx_mw_mc_ingest_thread(void *data, ngx_log_t *log)
 {
     ngx_mw_mc_ingest_t *t = data;
 
-    ngx_uint_t        i;
-    memcached_st     *m;
-    ngx_mw_ingest_t  *op;
+    ngx_uint_t          i, n;
+    memcached_st       *m;
+    ngx_mw_ingest_t    *op;
+    ngx_mw_mc_value_t  *ahead;
 
     op = t->op;
     op->rc = NGX_ERROR;
@@ -966,22 +988,188 @@ ngx_mw_mc_ingest_thread(void *data, ngx_log_t *log)
         op->claims[i].result = NGX_MW_CLAIM_BUSY;
     }
 
+    /*
+     * A batch: every claim and contact read in one multi-key round trip
+     * first, so that what is committed already needs no more, and each
+     * contact starts from what was read.  A delivery of one update gains
+     * nothing by it: its claim is an add straight away.
+     */
+
+    ahead = NULL;
+    n = op->nclaims + op->ncontacts;
+
+    if (op->nclaims > 1) {
+        ahead = ngx_alloc(n * sizeof(ngx_mw_mc_value_t), log);
+    }
+
+    if (ahead) {
+        for (i = 0; i < op->nclaims; i++) {
+            mw_key_text(ahead[i].key, MW_KEY_DEDUPE, op->claims[i].key);
+        }
+
+        for (i = 0; i < op->ncontacts; i++) {
+            mw_key_text(ahead[op->nclaims + i].key, MW_KEY_CONTACT,
+                        op->contacts[i].key);
+        }
+
+        if (ngx_mw_mc_read_ahead(m, ahead, n, log) != NGX_OK) {
+            /* each is read on its own below */
+            ngx_free(ahead);
+            ahead = NULL;
+        }
+    }
+
     for (i = 0; i < op->nclaims; i++) {
+        if (ahead && ahead[i].found && ahead[i].len == 1
+            && ahead[i].value[0] == 'C')
+        {
+            op->claims[i].result = NGX_MW_CLAIM_DUPLICATE;
+            continue;
+        }
+
         if (ngx_mw_mc_claim(m, t->mc, &op->claims[i], op, log) != NGX_OK)
         {
-            ngx_mw_mc_release_new(m, op);
-            return;
+            goto failed;
         }
     }
 
     for (i = 0; i < op->ncontacts; i++) {
-        if (ngx_mw_mc_contact(m, &op->contacts[i], op->now, log) != NGX_OK) {
-            ngx_mw_mc_release_new(m, op);
-            return;
+        if (ngx_mw_mc_contact(m, &op->contacts[i],
+                              ahead ? &ahead[op->nclaims + i] : NULL,
+                              op->now, log)
+            != NGX_OK)
+        {
+            goto failed;
         }
     }
 
     op->rc = NGX_OK;
+
+    if (ahead) {
+        ngx_free(ahead);
+    }
+
+    return;
+
+failed:
+
+    ngx_mw_mc_release_new(m, op);
+
+    if (ahead) {
+        ngx_free(ahead);
+    }
+}
+
+
+static int ngx_libc_cdecl
+ngx_mw_mc_value_cmp(const void *a, const void *b)
+{
+    return ngx_strcmp((*(ngx_mw_mc_value_t **) a)->key,
+                      (*(ngx_mw_mc_value_t **) b)->key);
+}
+
+
+/*
+ * Reads n keys in one multi-key get (one request per server, sent to all
+ * before any answer is read).  The values are matched back by key: they
+ * come in the servers' order.
+ */
+
+static ngx_int_t
+ngx_mw_mc_read_ahead(memcached_st *m, ngx_mw_mc_value_t *v, ngx_uint_t n,
+    ngx_log_t *log)
+{
+    char                 **keys;
+    size_t                *lens, klen;
+    ngx_int_t              rv;
+    ngx_uint_t             i, lo, hi, mid;
+    ngx_mw_mc_value_t    **sorted;
+    memcached_return_t     rc;
+    memcached_result_st    result, *res;
+    const char            *k;
+    int                    c;
+
+    keys = ngx_alloc(n * (sizeof(char *) + sizeof(size_t))
+                     + n * sizeof(ngx_mw_mc_value_t *), log);
+    if (keys == NULL) {
+        return NGX_ERROR;
+    }
+
+    lens = (size_t *) (keys + n);
+    sorted = (ngx_mw_mc_value_t **) (lens + n);
+
+    for (i = 0; i < n; i++) {
+        v[i].found = 0;
+        v[i].len = 0;
+        v[i].cas = 0;
+        keys[i] = v[i].key;
+        lens[i] = MW_KEY_TEXT_LEN;
+        sorted[i] = &v[i];
+    }
+
+    rv = NGX_ERROR;
+
+    rc = memcached_mget(m, (const char * const *) keys, lens, n);
+    if (rc != MEMCACHED_SUCCESS) {
+        goto done;
+    }
+
+    if (memcached_result_create(m, &result) == NULL) {
+        goto done;
+    }
+
+    /* matched by a binary search over the keys */
+    ngx_qsort(sorted, n, sizeof(ngx_mw_mc_value_t *), ngx_mw_mc_value_cmp);
+
+    while ((res = memcached_fetch_result(m, &result, &rc)) != NULL) {
+        k = memcached_result_key_value(res);
+        klen = memcached_result_key_length(res);
+
+        if (klen != MW_KEY_TEXT_LEN) {
+            continue;
+        }
+
+        lo = 0;
+        hi = n;
+
+        while (lo < hi) {
+            mid = (lo + hi) / 2;
+            c = ngx_strncmp(sorted[mid]->key, k, MW_KEY_TEXT_LEN);
+
+            if (c == 0) {
+                sorted[mid]->found = 1;
+                sorted[mid]->len = (u_char)
+                    ngx_min(memcached_result_length(res),
+                            NGX_MW_MC_VALUE_MAX - 1);
+                ngx_memcpy(sorted[mid]->value, memcached_result_value(res),
+                           sorted[mid]->len);
+                sorted[mid]->value[sorted[mid]->len] = '\0';
+                sorted[mid]->cas = memcached_result_cas(res);
+                break;
+            }
+
+            if (c < 0) {
+                lo = mid + 1;
+
+            } else {
+                hi = mid;
+            }
+        }
+    }
+
+    memcached_result_free(&result);
+
+    if (rc == MEMCACHED_END || rc == MEMCACHED_SUCCESS
+        || rc == MEMCACHED_NOTFOUND)
+    {
+        rv = NGX_OK;
+    }
+
+done:
+
+    ngx_free(keys);
+
+    return rv;
 }
 
 
