@@ -17,31 +17,15 @@ use Time::HiRes ();
 
 plan skip_all => "no module at $MODULE (run make)" unless -f $MODULE;
 
-my $CLOSED = closed_port();
-my $graph = MWTest::Graph->start;
-my $GURL = $graph->url;
-
-my $s = send_setup(
-    graph => $graph,
+# /t1/ (a 1 s Graph timeout) and /down/ (a refused port) from fault_setup
+my $s = fault_setup(
     error_level => 'debug',             # the token must not show even here
     timeout => '5s', connect_timeout => '1s',
-    server_extra => <<"EOF",
-location /t1/ {
-    meta_webhook_send;
-    meta_webhook_access_token_file %DIR%/conf/access_token;
-    meta_webhook_graph_url $GURL;
-    meta_webhook_graph_timeout 1s;
-}
-location /down/ {
-    meta_webhook_send;
-    meta_webhook_access_token_file %DIR%/conf/access_token;
-    meta_webhook_graph_url http://127.0.0.1:$CLOSED/v23.0;
-    meta_webhook_graph_connect_timeout 1s;
-}
+    server_extra => <<'EOF',
 location /one/ {
     meta_webhook_send;
     meta_webhook_access_token_file %DIR%/conf/access_token;
-    meta_webhook_graph_url $GURL;
+    meta_webhook_graph_url %GRAPH_URL%;
     meta_webhook_graph_timeout 5s;
     meta_webhook_thread_pool one;
 }
@@ -49,7 +33,7 @@ EOF
     main_conf => "thread_pool one threads=1;\n",
 );
 my $ng = $s->{ng};
-my $g = $graph;
+my $g = $s->{graph};
 
 sub conv  { (status_of($s) // {})->{conversations} // {} }
 sub sends { (status_of($s) // {})->{sends} // {} }

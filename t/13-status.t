@@ -15,26 +15,9 @@ use MWTest::Send;
 
 plan skip_all => "no module at $MODULE (run make)" unless -f $MODULE;
 
-my $CLOSED = closed_port();
-my $graph = MWTest::Graph->start;
-my $GURL = $graph->url;
-my $s = send_setup(
-    graph => $graph, limit => 3, optin => 'on',
-    accounts => join(' ', WABA_ID, PNID, PNID2),
-    server_extra => <<"EOF",
-location /t1/ {
-    meta_webhook_send;
-    meta_webhook_access_token_file %DIR%/conf/access_token;
-    meta_webhook_graph_url $GURL;
-    meta_webhook_graph_timeout 1s;
-}
-location /down/ {
-    meta_webhook_send;
-    meta_webhook_access_token_file %DIR%/conf/access_token;
-    meta_webhook_graph_url http://127.0.0.1:$CLOSED/v23.0;
-}
-EOF
-);
+# /t1/ (a 1 s Graph timeout) and /down/ (a refused port) from fault_setup
+my $s = fault_setup(limit => 3, optin => 'on',
+                    accounts => join(' ', WABA_ID, PNID, PNID2));
 my ($ng, $g, $inbox) = @{$s}{qw(ng graph inbox)};
 
 # what is not a counter

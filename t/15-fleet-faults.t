@@ -436,6 +436,10 @@ my ($down_ids, $down_bodies) = uniques(12, 'all down');
     for my $n (0, 1) {
         is(($after[$n]{state}{errors} // 0) - ($before[$n]{state}{errors} // 0),
            6, "node $n: state.errors moved by its 6 refused deliveries");
+        is $after[$n]{state}{servers}, 3, "node $n: /status lists 3 servers";
+        cmp_ok $after[$n]{state}{out_of_ring} // 0, '>=', 1,
+            "node $n: /status shows servers out of the ring "
+            . '(' . ($after[$n]{state}{out_of_ring} // 'none') . ')';
     }
 
     my $r = $node[0]->handshake('hub.mode' => 'subscribe',

@@ -37,11 +37,11 @@ use strict;
 use warnings;
 
 use Fcntl qw(O_CREAT O_EXCL O_WRONLY);
-use IO::Select;
-use IO::Socket::INET;
 use JSON::PP ();
 use POSIX ();
 use Time::HiRes ();
+
+use MWTest::Server;
 
 my $JSON = JSON::PP->new->canonical;
 
@@ -73,33 +73,17 @@ sub error_body {
 sub start {
     my ($class, %o) = @_;
     my $dir = MWTest::new_dir('graph');
-    my $listen = IO::Socket::INET->new(
-        LocalAddr => '127.0.0.1', LocalPort => 0, Proto => 'tcp',
-        Listen => 256, ReuseAddr => 1,
-    ) or die "graph listen: $!";
+    my $listen = MWTest::Server::listen_local('graph', 256);
     my $self = bless { dir => $dir, port => $listen->sockport,
                        owner => $$, version => $o{version} // 'v23.0' },
                      $class;
     $self->{control} = {};
     $self->set(mode => 'ok', delay => 0, keepalive => 1, %o);
-
-    my $pid = fork;
-    die "fork: $!" unless defined $pid;
-    if (!$pid) {
-        # its own process group: stop() kills it and every connection
-        # child at once, whatever they are doing
-        POSIX::setpgid(0, 0);
-        $SIG{$_} = 'DEFAULT' for qw(TERM INT HUP);
-        $SIG{CHLD} = 'IGNORE';
-        $SIG{PIPE} = 'IGNORE';
-        eval { _accept_loop($listen, $dir) };
-        POSIX::_exit(0);
-    }
-    close $listen;
-    $self->{pid} = $pid;
-    # the group exists once the child has called setpgid; doing it here
-    # too closes the race with an early stop()
-    POSIX::setpgid($pid, $pid);
+    # a child per connection (concurrent and kept-alive calls), all in
+    # the server's own process group: stop() kills them at once, whatever
+    # they are doing
+    $self->{pid} = MWTest::Server::spawn($listen,
+        sub { _serve_connection($_[0], $dir) }, fork_each => 1, group => 1);
     MWTest::register($self);
     return $self;
 }
@@ -217,28 +201,6 @@ sub DESTROY {
 
 # --- the server (children)
 
-sub _accept_loop {
-    my ($listen, $dir) = @_;
-    while (1) {
-        my $c = $listen->accept;
-        if (!$c) {
-            next if $!{EINTR} || $!{ECONNABORTED};
-            last;
-        }
-        my $pid = fork;
-        if (!defined $pid) {        # no fork: serve it here
-            _serve_connection($c, $dir);
-            next;
-        }
-        if ($pid == 0) {
-            close $listen;
-            eval { _serve_connection($c, $dir) };
-            POSIX::_exit(0);
-        }
-        close $c;
-    }
-}
-
 # the next number: the first free claim file after the highest one
 sub _claim {
     my ($dir) = @_;
@@ -254,60 +216,6 @@ sub _claim {
             return $n;
         }
         die "claim $f: $!" unless $!{EEXIST};
-    }
-}
-
-# one request off the connection: (head, body), () at a clean EOF,
-# undef on an error or a timeout
-sub _read_request {
-    my ($c, $bufref) = @_;
-    my $sel = IO::Select->new($c);
-    my $end = Time::HiRes::time() + 60;     # an idle keep-alive waits
-    my ($head, $need, $continued);
-    while (1) {
-        if (!defined $head) {
-            my $i = index $$bufref, "\r\n\r\n";
-            if ($i >= 0) {
-                $head = substr $$bufref, 0, $i;
-                substr($$bufref, 0, $i + 4) = '';
-                if ($head =~ /^content-length:\s*(\d+)/im) {
-                    $need = $1;
-                } elsif ($head =~ /^transfer-encoding:\s*chunked/im) {
-                    $need = -1;
-                } else {
-                    $need = 0;
-                }
-                if ($head =~ /^expect:\s*100-continue/im && !$continued++) {
-                    syswrite $c, "HTTP/1.1 100 Continue\r\n\r\n";
-                }
-            }
-        }
-        if (defined $head) {
-            if ($need >= 0 && length $$bufref >= $need) {
-                my $body = substr $$bufref, 0, $need;
-                substr($$bufref, 0, $need) = '';
-                return ($head, $body);
-            }
-            if ($need < 0 && $$bufref =~ /(?:^|\r\n)0\r\n\r\n/) {
-                my $out = '';
-                while ($$bufref =~ s/^([0-9a-fA-F]+)[^\r\n]*\r\n//) {
-                    my $n = hex $1;
-                    if ($n == 0) { $$bufref =~ s/^\r\n//; last }
-                    $out .= substr $$bufref, 0, $n;
-                    substr($$bufref, 0, $n + 2) = '';
-                }
-                return ($head, $out);
-            }
-        }
-        my $left = $end - Time::HiRes::time();
-        return undef if $left <= 0;
-        next unless $sel->can_read($left);
-        my $n = sysread $c, $$bufref, 65536, length $$bufref;
-        return undef unless defined $n;
-        if ($n == 0) {
-            return () if !defined $head && $$bufref eq '';
-            return undef;
-        }
     }
 }
 
@@ -329,11 +237,12 @@ sub _answer_ok {
 
 sub _serve_connection {
     my ($c, $dir) = @_;
-    binmode $c;
     my $buf = '';
     my $on_conn = 0;
     while (1) {
-        my ($head, $body) = _read_request($c, \$buf);
+        # an idle keep-alive connection waits up to 60 s
+        my ($head, $body) = MWTest::Server::read_request($c, \$buf,
+            timeout => 60, continue => 1);
         last unless defined $head;
         my $n = _claim($dir);
         my $base = sprintf '%s/req-%06d', $dir, $n;

@@ -11,35 +11,22 @@ package MWTest::Inbox;
 use strict;
 use warnings;
 
-use IO::Select;
-use IO::Socket::INET;
 use JSON::PP ();
 use POSIX ();
 use Time::HiRes ();
 
+use MWTest::Server;
+
 sub start {
     my ($class, %o) = @_;
     my $dir = MWTest::new_dir('inbox');
-    my $listen = IO::Socket::INET->new(
-        LocalAddr => '127.0.0.1', LocalPort => 0, Proto => 'tcp',
-        Listen => 128, ReuseAddr => 1,
-    ) or die "inbox listen: $!";
+    my $listen = MWTest::Server::listen_local('inbox', 128);
     my $self = bless { dir => $dir, port => $listen->sockport,
                        owner => $$ }, $class;
     $self->set(status => $o{status} // 200, delay => $o{delay} // 0,
                body => $o{body} // '{"ok":true}');
-
-    my $pid = fork;
-    die "fork: $!" unless defined $pid;
-    if (!$pid) {
-        $SIG{$_} = 'DEFAULT' for qw(TERM INT HUP);
-        $SIG{CHLD} = 'IGNORE';
-        $SIG{PIPE} = 'IGNORE';
-        eval { _serve($listen, $dir) };
-        POSIX::_exit(0);
-    }
-    close $listen;
-    $self->{pid} = $pid;
+    $self->{pid} = MWTest::Server::spawn($listen,
+        sub { _serve_connection(@_, $dir) });
     MWTest::register($self);
     return $self;
 }
@@ -136,91 +123,48 @@ sub DESTROY {
 
 # --- the server (child process)
 
-sub _read_request {
-    my ($c) = @_;
-    my $sel = IO::Select->new($c);
+my $SEQ = 0;            # requests recorded by this server process
+
+# one connection, one request: recorded, then answered as the control
+# file says
+sub _serve_connection {
+    my ($c, $listen, $dir) = @_;
     my $buf = '';
-    my $end = Time::HiRes::time() + 10;
-    my ($head, $body, $need);
-    while (1) {
-        my $left = $end - Time::HiRes::time();
-        return undef if $left <= 0;
-        next unless $sel->can_read($left);
-        my $n = sysread $c, $buf, 65536, length $buf;
-        return undef unless $n;
-        if (!defined $head) {
-            my $i = index $buf, "\r\n\r\n";
-            next if $i < 0;
-            $head = substr $buf, 0, $i;
-            $buf = substr $buf, $i + 4;
-            if ($head =~ /^content-length:\s*(\d+)/im) {
-                $need = $1;
-            } elsif ($head =~ /^transfer-encoding:\s*chunked/im) {
-                $need = -1;
-            } else {
-                $need = 0;
-            }
-        }
-        if ($need >= 0) {
-            return ($head, substr $buf, 0, $need) if length $buf >= $need;
-        } elsif ($buf =~ /(?:^|\r\n)0\r\n\r\n$/) {
-            my $out = '';
-            while ($buf =~ s/^([0-9a-fA-F]+)[^\r\n]*\r\n//) {
-                my $n = hex $1;
-                last if $n == 0;
-                $out .= substr $buf, 0, $n;
-                substr($buf, 0, $n + 2) = '';
-            }
-            return ($head, $out);
-        }
-    }
-}
-
-sub _serve {
-    my ($listen, $dir) = @_;
-    my $seq = 0;
-    while (1) {
-        my $c = $listen->accept;
-        if (!$c) {
-            next if $!{EINTR};
-            last;
-        }
-        binmode $c;
-        my ($head, $body) = _read_request($c);
-        if (!defined $head) {
-            close $c;
-            next;
-        }
-        $seq++;
-        my $name = sprintf 'req-%06d', $seq;
-        MWTest::spew("$dir/$name.head", $head);
-        MWTest::spew("$dir/$name.body", $body);
-
-        my $ctl = eval {
-            JSON::PP->new->decode(MWTest::slurp("$dir/control") // '{}')
-        } || {};
-        my $status = $ctl->{status} // 200;
-        my $rbody = $ctl->{body} // '';
-        my $resp = "HTTP/1.1 $status X\r\n"
-                 . "Content-Type: application/json\r\n"
-                 . 'Content-Length: ' . length($rbody) . "\r\n"
-                 . "Connection: close\r\n\r\n$rbody";
-
-        if ($ctl->{delay}) {
-            my $pid = fork;
-            if (defined $pid && $pid == 0) {
-                close $listen;
-                Time::HiRes::sleep($ctl->{delay});
-                syswrite $c, $resp;
-                close $c;
-                POSIX::_exit(0);
-            }
-            close $c;
-            next;
-        }
-        syswrite $c, $resp;
+    my ($head, $body) = MWTest::Server::read_request($c, \$buf);
+    if (!defined $head) {
         close $c;
+        return;
     }
+    my $name = sprintf 'req-%06d', ++$SEQ;
+    MWTest::spew("$dir/$name.head", $head);
+    MWTest::spew("$dir/$name.body", $body);
+
+    my $ctl = eval {
+        JSON::PP->new->decode(MWTest::slurp("$dir/control") // '{}')
+    } || {};
+    my $status = $ctl->{status} // 200;
+    my $rbody = $ctl->{body} // '';
+    my $resp = "HTTP/1.1 $status X\r\n"
+             . "Content-Type: application/json\r\n"
+             . 'Content-Length: ' . length($rbody) . "\r\n"
+             . "Connection: close\r\n\r\n$rbody";
+
+    if ($ctl->{delay}) {
+        # answered by a child, so that the next connection is accepted
+        # (and recorded) while this one waits
+        my $pid = fork;
+        if (defined $pid && $pid == 0) {
+            close $listen;
+            Time::HiRes::sleep($ctl->{delay});
+            syswrite $c, $resp;
+            close $c;
+            POSIX::_exit(0);
+        }
+        close $c;
+        return;
+    }
+    syswrite $c, $resp;
+    close $c;
 }
 
 1;

@@ -5,7 +5,7 @@ package MWTest::Send;
 # in front of a fake Graph API (MWTest::Graph); request builders; checks
 # of Graph-style error bodies.
 #
-#   my $s = send_setup(limit => 3);
+#   my $s = send_setup(limit => 3);    # or fault_setup(...): /t1/, /down/
 #   open_window($s, $contact, ts => time - 600);
 #   my $r = graph_send($s, PNID, text_req($contact, 'hi'));
 #   graph_error_is($r, 400, 131047, 'closed window');
@@ -24,9 +24,9 @@ use MWTest::Meta;
 use MWTest::Graph;
 
 our @EXPORT = qw(
-    send_setup graph_send graph_get text_req template_req image_req
-    open_window deliver_status session_of status_of flat_status delta
-    graph_error_is pretty_contact uri_escape no_crash
+    send_setup fault_setup graph_send graph_get text_req template_req
+    image_req open_window deliver_status session_of status_of flat_status
+    delta graph_error_is pretty_contact uri_escape no_crash
     $ACCESS_TOKEN
 );
 
@@ -48,7 +48,8 @@ our $ACCESS_TOKEN = 'EAAGmw7tEsTTokenZBqX4d9KfQ2vR7nLp0aW3sYhJ5uC8eM1gT6iOxN'
 #   accounts (the meta_webhook_account line for /graph/), body_size,
 #   thread_pool (name; main_conf gets "thread_pool NAME threads=N" when
 #   threads is given), send_extra (directives for /graph/), http_extra,
-#   server_extra (more locations), main_conf.
+#   server_extra (more locations; %GRAPH_URL% in it is the Graph URL of
+#   /graph/), main_conf.
 # Returns a hash: {ng, graph, inbox, token, token_file, path}.
 sub send_setup {
     my (%o) = @_;
@@ -87,7 +88,8 @@ sub send_setup {
     $loc .= "    $o{send_extra}\n" if defined $o{send_extra};
     $loc .= "}\n";
     $loc .= "location = /status {\n    meta_webhook_status;\n}\n";
-    $loc .= $o{server_extra} // '';
+    (my $extra = $o{server_extra} // '') =~ s/%GRAPH_URL%/$url/g;
+    $loc .= $extra;
 
     my $main = $o{main_conf} // '';
     $main .= "thread_pool $o{thread_pool} threads=$o{threads};\n"
@@ -104,6 +106,32 @@ sub send_setup {
     );
     return { ng => $ng, graph => $graph, inbox => $inbox, token => $token,
              path => $path, token_file => $ng->dir . '/conf/access_token' };
+}
+
+# fault_setup(%o): send_setup with two more send locations, for the ways
+# a call to the Graph API fails:
+#   /t1/     the same Graph, meta_webhook_graph_timeout 1s: a fake set to
+#            answer slower times out (504)
+#   /down/   a port that refuses connections (502); the connect_timeout
+#            option, when given, applies here too
+# %o as for send_setup; server_extra comes after these two.
+sub fault_setup {
+    my (%o) = @_;
+    my $loc = "location /t1/ {\n"
+            . "    meta_webhook_send;\n"
+            . "    meta_webhook_access_token_file %DIR%/conf/access_token;\n"
+            . "    meta_webhook_graph_url %GRAPH_URL%;\n"
+            . "    meta_webhook_graph_timeout 1s;\n"
+            . "}\n"
+            . "location /down/ {\n"
+            . "    meta_webhook_send;\n"
+            . "    meta_webhook_access_token_file %DIR%/conf/access_token;\n"
+            . '    meta_webhook_graph_url http://127.0.0.1:' . closed_port()
+            . "/v23.0;\n";
+    $loc .= "    meta_webhook_graph_connect_timeout $o{connect_timeout};\n"
+        if defined $o{connect_timeout};
+    $loc .= "}\n";
+    return send_setup(%o, server_extra => $loc . ($o{server_extra} // ''));
 }
 
 # POST {path}[{version}/]{pnid}/messages with $body (bytes)
