@@ -116,6 +116,12 @@ machine_cpu() {
 
 now_s() { date +%s.%N; }
 
+# hypervisor steal: "steal total" jiffies of all CPUs, and between two
+# such snapshots the share of the machine's time the host took away
+steal_snap() { awk '$1 == "cpu" { t = 0; for (i = 2; i <= 9; i++) t += $i; print $9, t }' /proc/stat; }
+steal_pct() { awk -v a="$1" -v b="$2" 'BEGIN { split(a, A, " "); split(b, B, " ")
+    if (B[2] > A[2]) printf "%.0f", 100 * (B[1] - A[1]) / (B[2] - A[2]); else print "?" }'; }
+
 # wait_quiet SECONDS: on a shared machine, wait (at most SECONDS) until
 # the rest of the machine uses less than 10 % of a core, so that a target
 # is not measured while someone else's build runs; says so if it gave up

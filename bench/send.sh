@@ -207,9 +207,11 @@ esac
 field() { sed -n "s/^RESULT .*[ ]$2=\([^ ]*\).*/\1/p" "$WORK/wrk-$1.txt" 2>/dev/null | head -1; }
 
 run_wrk() {     # run_wrk LABEL URL DURATION [CONNECTIONS]
+    st0=$(steal_snap)
     on_cpu "$LOAD_CPU" timeout $(($3 + 30)) wrk -t1 -c"${4:-1}" -d"$3"s \
         --timeout 5s --latency -s "$WORK/post.lua" "$2" >"$WORK/wrk-$1.txt" 2>&1 \
         || { warn "wrk for $1 failed"; NOT_RUN="$NOT_RUN $1"; }
+    sed -i "s/^RESULT .*/& steal_pct=$(steal_pct "$st0" "$(steal_snap)")/" "$WORK/wrk-$1.txt"
 }
 
 E0=$(grep -c '\[\(error\|crit\|alert\|emerg\)\]' "$MOD_DIR/logs/error.log" 2>/dev/null)
@@ -241,22 +243,25 @@ stop_send
     echo "pinning: module nginx on CPU ${SERVER_CPU:-any}, fake Graph nginx on CPU ${FAKE_CPU:-any}, wrk on CPU ${LOAD_CPU:-any}"
     echo "load: wrk -t1 -cN -d${DURATION}s --latency, N in: $LEVELS; POST template send ($(printf '%s' "$BODY" | wc -c) bytes); load average $LOAD0"
     echo ""
-    printf '%5s  %9s %9s %9s   %9s %9s %9s   %9s %6s\n' conns 'F send/s' 'F p50 ms' 'F p99 ms' \
-        'S send/s' 'S p50 ms' 'S p99 ms' '+p99 ms' 'S/F'
+    printf '%5s  %9s %9s %9s %6s   %9s %9s %9s %6s   %9s %6s\n' conns 'F send/s' 'F p50 ms' \
+        'F p99 ms' 'steal' 'S send/s' 'S p50 ms' 'S p99 ms' 'steal' '+p99 ms' 'S/F'
     for nc in $LEVELS; do
-        printf '%5s  %9s %9s %9s   %9s %9s %9s   %9s %6s\n' "$nc" \
+        printf '%5s  %9s %9s %9s %5s%%   %9s %9s %9s %5s%%   %9s %6s\n' "$nc" \
             "$(field "F$nc" rps)" \
             "$(awk -v u="$(field "F$nc" p50_us)" 'BEGIN { printf "%.3f", u / 1000 }')" \
             "$(awk -v u="$(field "F$nc" p99_us)" 'BEGIN { printf "%.3f", u / 1000 }')" \
+            "$(field "F$nc" steal_pct)" \
             "$(field "S$nc" rps)" \
             "$(awk -v u="$(field "S$nc" p50_us)" 'BEGIN { printf "%.3f", u / 1000 }')" \
             "$(awk -v u="$(field "S$nc" p99_us)" 'BEGIN { printf "%.3f", u / 1000 }')" \
+            "$(field "S$nc" steal_pct)" \
             "$(awk -v a="$(field "S$nc" p99_us)" -v b="$(field "F$nc" p99_us)" 'BEGIN { if (a == "" || b == "") print "n/a"; else printf "%.3f", (a - b) / 1000 }')" \
             "$(awk -v a="$(field "S$nc" rps)" -v b="$(field "F$nc" rps)" 'BEGIN { if (a > 0 && b > 0) printf "%.2f", a / b; else print "n/a" }')"
     done
     echo ""
     echo "+p99 = p99 through the module - p99 of the fake alone, at the same concurrency (target <= 1 ms)."
     echo "At the highest concurrency both run at their maximum rate, and the module's p99 is mostly its queue."
+    echo "steal: CPU time the hypervisor took from this VM during the run; well above 0 % makes the p99 the host's, not the servers'."
     for nc in $LEVELS; do
         for t in F S; do
             n=$(field "$t$nc" non2xx)
