@@ -24,6 +24,8 @@
 #   BENCH_SERVER_CPU=0 BENCH_LOAD_CPU=1   taskset pinning ("" to disable)
 #   BENCH_TARGETS="A B C D E"  which targets to run (A runs whenever B or E
 #                          does: the ratios need it)
+#   BENCH_MC_ARGS=""       more meta_webhook_state memcached parameters for
+#                          E, e.g. "protocol=binary"
 #   BENCH_QUIET_WAIT=20    before each target, wait up to this many seconds
 #                          for other work on the machine to stop (0: don't)
 
@@ -213,7 +215,7 @@ if [ "$HAVE_MODULE" = 1 ] && want E; then
     log ""
     log "=== E: meta_webhook, built-in 200, memcached state ==="
     start_memcached "$PORT_M" "$OUT/memcached.log"
-    if ! BENCH_STATE="memcached 127.0.0.1:$PORT_M" start_nginx "$SECRET" \
+    if ! BENCH_STATE="memcached 127.0.0.1:$PORT_M ${BENCH_MC_ARGS:-}" start_nginx "$SECRET" \
             "thread_pool default threads=${BENCH_THREADS:-16};"; then
         NOT_RUN="$NOT_RUN E"
     else

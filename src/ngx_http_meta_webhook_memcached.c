@@ -89,6 +89,7 @@ typedef struct {
     ngx_msec_t                  connect_timeout;
     ngx_msec_t                  poll_timeout;
     time_t                      dead_timeout;
+    ngx_flag_t                  binary;       /* protocol=binary */
     ngx_str_t                   thread_pool_name;
     ngx_thread_pool_t          *thread_pool;
     ngx_http_meta_webhook_main_conf_t  *mmcf;  /* its ring */
@@ -396,9 +397,14 @@ ngx_mw_mc_get_handle(ngx_mw_mc_t *mc, ngx_log_t *log)
         ngx_mw_mc_handle_index[n++] = (u_char) i;
     }
 
-    /* ASCII protocol: memcached deprecated the binary one */
+    /*
+     * ASCII by default: memcached deprecated the binary protocol, and it
+     * measured no faster here (docs/operations.md, "Throughput")
+     */
     (void) memcached_behavior_set(m, MEMCACHED_BEHAVIOR_DISTRIBUTION,
                                   MEMCACHED_DISTRIBUTION_CONSISTENT_KETAMA);
+    (void) memcached_behavior_set(m, MEMCACHED_BEHAVIOR_BINARY_PROTOCOL,
+                                  mc->binary ? 1 : 0);
     (void) memcached_behavior_set(m, MEMCACHED_BEHAVIOR_SUPPORT_CAS, 1);
     (void) memcached_behavior_set(m, MEMCACHED_BEHAVIOR_NO_BLOCK, 1);
     (void) memcached_behavior_set(m, MEMCACHED_BEHAVIOR_TCP_NODELAY, 1);
@@ -1765,7 +1771,8 @@ ngx_http_meta_webhook_mc_sent(void *state, u_char *sent, u_char *contact,
 
 /*
  * meta_webhook_state memcached HOST:PORT ... [connect_timeout=T]
- *     [poll_timeout=T] [dead_timeout=T] [thread_pool=NAME] [zone=NAME:SIZE]
+ *     [poll_timeout=T] [dead_timeout=T] [protocol=ascii|binary]
+ *     [thread_pool=NAME] [zone=NAME:SIZE]
  */
 
 char *
@@ -1840,6 +1847,23 @@ ngx_http_meta_webhook_memcached(ngx_conf_t *cf,
             }
 
             mc->dead_timeout = (time_t) t;
+            continue;
+        }
+
+        if (ngx_strncmp(args[i].data, "protocol=", 9) == 0) {
+            s.data = args[i].data + 9;
+            s.len = args[i].len - 9;
+
+            if (s.len == 5 && ngx_strncmp(s.data, "ascii", 5) == 0) {
+                mc->binary = 0;
+
+            } else if (s.len == 6 && ngx_strncmp(s.data, "binary", 6) == 0) {
+                mc->binary = 1;
+
+            } else {
+                goto invalid;
+            }
+
             continue;
         }
 

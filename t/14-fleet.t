@@ -26,8 +26,12 @@ my $mc = MWTest::Memcached->start(3);
 my $inbox = MWTest::Inbox->start;
 my $graph = MWTest::Graph->start;
 my $LIMIT = 6;
+# Node B speaks memcached's binary protocol, node A the ASCII one (the
+# default): the records are the same, so every cross-node check below
+# also checks both protocols and that they share the state.
 my @node = map {
     $mc->node(inbox => $inbox, graph => $graph, workers => 2,
+              state => $_ == 2 ? 'protocol=binary' : '',
               http_extra => "    meta_webhook_conversation_limit $LIMIT;\n"
                           . "    meta_webhook_require_optin on;\n")
 } 1 .. 2;
