@@ -282,7 +282,11 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0 && b > 0) printf "%.2f", a 
 
 {
     echo ""
-    printf '%-44s %8s %8s %8s %8s %8s %8s %6s\n' target 'req/s' 'p50 us' 'p99 us' non-2xx sock-err 'srv CPU' other
+    # CPU time of the server per request: unlike the rate, not lowered by
+    # what the hypervisor or other work takes from the machine
+    us_req() { awk -v c="$(result_field $1 server_cpu_pct)" -v e="$(result_field $1 elapsed_s)" \
+        -v n="$(result_field $1 requests)" 'BEGIN { if (n > 0 && c != "?") printf "%.1f", c * e * 10000 / n; else print "?" }'; }
+    printf '%-44s %8s %8s %8s %8s %8s %8s %6s %8s\n' target 'req/s' 'p50 us' 'p99 us' non-2xx sock-err 'srv CPU' other 'us/req'
     for t in A B E C; do
         case $t in
             A) name="A nginx 'return 200;'" ;;
@@ -291,10 +295,10 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0 && b > 0) printf "%.2f", a 
             C) name="C Express $EXPRESS_VER (1 node process)" ;;
         esac
         if [ -f "$OUT/wrk-$t.txt" ] && [ -n "$(result_field $t rps)" ]; then
-            printf '%-44s %8s %8s %8s %8s %8s %7s%% %5s%%\n' "$name" "$(result_field $t rps)" \
+            printf '%-44s %8s %8s %8s %8s %8s %7s%% %5s%% %8s\n' "$name" "$(result_field $t rps)" \
                 "$(result_field $t p50_us)" "$(result_field $t p99_us)" \
                 "$(result_field $t non2xx)" "$(result_field $t socket_errors)" \
-                "$(result_field $t server_cpu_pct)" "$(result_field $t other_cpu_pct)"
+                "$(result_field $t server_cpu_pct)" "$(result_field $t other_cpu_pct)" "$(us_req $t)"
             [ "$(result_field $t exhausted)" = 1 ] && \
                 echo "    ($t used up its $(result_field $t loaded) unique deliveries after $(result_field $t elapsed_s) s; rate over that time)"
         else
@@ -307,6 +311,8 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0 && b > 0) printf "%.2f", a 
     echo "ratio B/C = $(ratio "${B_RPS:-0}" "${C_RPS:-0}")   (target >= 10)"
     E_RPS=$(result_field E rps)
     echo "ratio E/A = $(ratio "${E_RPS:-0}" "${A_RPS:-0}")   (target >= 0.3)"
+    echo "by CPU per request (us/req of A / us/req of X, steadier on a busy host):" \
+         "B $(ratio "$(us_req A)" "$(us_req B)"), E $(ratio "$(us_req A)" "$(us_req E)"), B/C $(ratio "$(us_req C)" "$(us_req B)")"
     [ -f "$OUT/e-roundtrips.txt" ] && cat "$OUT/e-roundtrips.txt"
     for v in file mem express; do
         f=$OUT/batch-D-$v.txt

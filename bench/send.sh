@@ -204,7 +204,7 @@ case $P in
        tail -5 "$MOD_DIR/logs/error.log" >&2 ;;
 esac
 
-field() { sed -n "s/^RESULT .*[ ]$2=\([^ ]*\).*/\1/p" "$WORK/wrk-$1.txt" 2>/dev/null | head -1; }
+field() { sed -n "s/^RESULT.* $2=\([^ ]*\).*/\1/p" "$WORK/wrk-$1.txt" 2>/dev/null | head -1; }
 
 run_wrk() {     # run_wrk LABEL URL DURATION [CONNECTIONS]
     st0=$(steal_snap)
@@ -226,7 +226,13 @@ for nc in $LEVELS; do
     grep '^RESULT' "$WORK/wrk-F$nc.txt"
     log "=== S, $nc connection(s): through meta_webhook_send ($MOD_URL) ==="
     wait_quiet "$QUIET"
+    k0=$(proc_ticks "$NGX_PID")
     run_wrk "S$nc" "$MOD_URL" "$DURATION" "$nc"
+    k1=$(proc_ticks "$NGX_PID")
+    # the module nginx's own CPU time per send (its threads included):
+    # steadier than the rate when the host takes time away
+    sed -i "s/^RESULT .*/& cpu_us=$(awk -v t=$((k1 - k0)) -v hz="$HZ" -v n="$(field "S$nc" requests)" \
+        'BEGIN { if (n > 0) printf "%.1f", t / hz * 1e6 / n; else print "?" }')/" "$WORK/wrk-S$nc.txt"
     grep '^RESULT' "$WORK/wrk-S$nc.txt"
 done
 E1=$(grep -c '\[\(error\|crit\|alert\|emerg\)\]' "$MOD_DIR/logs/error.log" 2>/dev/null)
@@ -243,10 +249,10 @@ stop_send
     echo "pinning: module nginx on CPU ${SERVER_CPU:-any}, fake Graph nginx on CPU ${FAKE_CPU:-any}, wrk on CPU ${LOAD_CPU:-any}"
     echo "load: wrk -t1 -cN -d${DURATION}s --latency, N in: $LEVELS; POST template send ($(printf '%s' "$BODY" | wc -c) bytes); load average $LOAD0"
     echo ""
-    printf '%5s  %9s %9s %9s %6s   %9s %9s %9s %6s   %9s %6s\n' conns 'F send/s' 'F p50 ms' \
-        'F p99 ms' 'steal' 'S send/s' 'S p50 ms' 'S p99 ms' 'steal' '+p99 ms' 'S/F'
+    printf '%5s  %9s %9s %9s %6s   %9s %9s %9s %6s %9s   %9s %6s\n' conns 'F send/s' 'F p50 ms' \
+        'F p99 ms' 'steal' 'S send/s' 'S p50 ms' 'S p99 ms' 'steal' 'S us/send' '+p99 ms' 'S/F'
     for nc in $LEVELS; do
-        printf '%5s  %9s %9s %9s %5s%%   %9s %9s %9s %5s%%   %9s %6s\n' "$nc" \
+        printf '%5s  %9s %9s %9s %5s%%   %9s %9s %9s %5s%% %9s   %9s %6s\n' "$nc" \
             "$(field "F$nc" rps)" \
             "$(awk -v u="$(field "F$nc" p50_us)" 'BEGIN { printf "%.3f", u / 1000 }')" \
             "$(awk -v u="$(field "F$nc" p99_us)" 'BEGIN { printf "%.3f", u / 1000 }')" \
@@ -254,7 +260,7 @@ stop_send
             "$(field "S$nc" rps)" \
             "$(awk -v u="$(field "S$nc" p50_us)" 'BEGIN { printf "%.3f", u / 1000 }')" \
             "$(awk -v u="$(field "S$nc" p99_us)" 'BEGIN { printf "%.3f", u / 1000 }')" \
-            "$(field "S$nc" steal_pct)" \
+            "$(field "S$nc" steal_pct)" "$(field "S$nc" cpu_us)" \
             "$(awk -v a="$(field "S$nc" p99_us)" -v b="$(field "F$nc" p99_us)" 'BEGIN { if (a == "" || b == "") print "n/a"; else printf "%.3f", (a - b) / 1000 }')" \
             "$(awk -v a="$(field "S$nc" rps)" -v b="$(field "F$nc" rps)" 'BEGIN { if (a > 0 && b > 0) printf "%.2f", a / b; else print "n/a" }')"
     done

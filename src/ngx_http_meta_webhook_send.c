@@ -816,72 +816,134 @@ ngx_http_meta_webhook_send_thread(void *data, ngx_log_t *log)
 }
 
 
-static void
-ngx_http_meta_webhook_curl(ngx_mw_send_task_t *t)
+/*
+ * One handle per thread, kept, so that keep-alive to Meta holds.  What
+ * never changes is set once on it; what belongs to a request is set for
+ * each, every time, so that nothing of one request is left for the next.
+ * The header list depends on the token only: kept while the token is the
+ * same.
+ */
+
+static MW_TLS CURL               *ngx_mw_curl;
+static MW_TLS struct curl_slist  *ngx_mw_curl_headers;
+static MW_TLS u_char             *ngx_mw_curl_auth;
+
+
+static CURL *
+ngx_http_meta_webhook_curl_handle(void)
 {
-    CURL               *curl;
-    struct curl_slist  *headers, *h;
+    CURL  *curl;
 
-    /* one handle per thread, kept, so that keep-alive to Meta holds */
-    static __thread CURL  *handle;
-
-    if (handle == NULL) {
-        handle = curl_easy_init();
-        if (handle == NULL) {
-            t->curl_rc = CURLE_FAILED_INIT;
-            return;
-        }
+    if (ngx_mw_curl) {
+        return ngx_mw_curl;
     }
 
-    curl = handle;
-    curl_easy_reset(curl);
-
-    headers = curl_slist_append(NULL, t->auth);
-    h = headers ? curl_slist_append(headers, "Content-Type: application/json")
-                : NULL;
-    h = h ? curl_slist_append(h, "Expect:") : NULL;
-
-    if (h == NULL) {
-        curl_slist_free_all(headers);
-        t->curl_rc = CURLE_OUT_OF_MEMORY;
-        return;
+    curl = curl_easy_init();
+    if (curl == NULL) {
+        return NULL;
     }
 
-    headers = h;
-
-    (void) curl_easy_setopt(curl, CURLOPT_URL, t->url);
-    (void) curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
     /*
      * The body is read through a callback that cannot rewind: libcurl
      * would otherwise resend it on a kept-alive connection that died
      * after sending, and a message may not go out twice.
      */
     (void) curl_easy_setopt(curl, CURLOPT_POST, 1L);
-    (void) curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE,
-                            (curl_off_t) t->body_len);
     (void) curl_easy_setopt(curl, CURLOPT_READFUNCTION,
                             ngx_http_meta_webhook_curl_read);
-    (void) curl_easy_setopt(curl, CURLOPT_READDATA, t);
     (void) curl_easy_setopt(curl, CURLOPT_SEEKFUNCTION,
                             ngx_http_meta_webhook_curl_seek);
-    (void) curl_easy_setopt(curl, CURLOPT_SEEKDATA, t);
+    (void) curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION,
+                            ngx_http_meta_webhook_curl_write);
 
     /* timers, not signals: this is one thread among nginx's */
     (void) curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-    (void) curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS,
-                            t->connect_timeout);
-    (void) curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, t->timeout);
 
     (void) curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
     (void) curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 0L);
     (void) curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, 1L);
     (void) curl_easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, 2L);
-
     (void) curl_easy_setopt(curl, CURLOPT_USERAGENT, "nginx-meta-webhook");
-    (void) curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION,
-                            ngx_http_meta_webhook_curl_write);
+
+    ngx_mw_curl = curl;
+
+    return curl;
+}
+
+
+static struct curl_slist *
+ngx_http_meta_webhook_curl_header_list(const char *auth)
+{
+    size_t              len;
+    struct curl_slist  *headers, *h;
+
+    if (ngx_mw_curl_headers && ngx_strcmp(ngx_mw_curl_auth, auth) == 0) {
+        return ngx_mw_curl_headers;
+    }
+
+    if (ngx_mw_curl_headers) {
+        curl_slist_free_all(ngx_mw_curl_headers);
+        ngx_mw_curl_headers = NULL;
+        ngx_free(ngx_mw_curl_auth);
+        ngx_mw_curl_auth = NULL;
+    }
+
+    len = ngx_strlen(auth) + 1;
+
+    ngx_mw_curl_auth = ngx_alloc(len, ngx_cycle->log);
+    if (ngx_mw_curl_auth == NULL) {
+        return NULL;
+    }
+
+    ngx_memcpy(ngx_mw_curl_auth, auth, len);
+
+    headers = curl_slist_append(NULL, auth);
+    h = headers ? curl_slist_append(headers, "Content-Type: application/json")
+                : NULL;
+    h = h ? curl_slist_append(h, "Expect:") : NULL;
+
+    if (h == NULL) {
+        curl_slist_free_all(headers);
+        ngx_free(ngx_mw_curl_auth);
+        ngx_mw_curl_auth = NULL;
+        return NULL;
+    }
+
+    ngx_mw_curl_headers = h;
+
+    return h;
+}
+
+
+static void
+ngx_http_meta_webhook_curl(ngx_mw_send_task_t *t)
+{
+    CURL               *curl;
+    struct curl_slist  *headers;
+
+    curl = ngx_http_meta_webhook_curl_handle();
+    if (curl == NULL) {
+        t->curl_rc = CURLE_FAILED_INIT;
+        return;
+    }
+
+    headers = ngx_http_meta_webhook_curl_header_list(t->auth);
+    if (headers == NULL) {
+        t->curl_rc = CURLE_OUT_OF_MEMORY;
+        return;
+    }
+
+    (void) curl_easy_setopt(curl, CURLOPT_URL, t->url);
+    (void) curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
+    (void) curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE,
+                            (curl_off_t) t->body_len);
+    (void) curl_easy_setopt(curl, CURLOPT_READDATA, t);
+    (void) curl_easy_setopt(curl, CURLOPT_SEEKDATA, t);
     (void) curl_easy_setopt(curl, CURLOPT_WRITEDATA, t);
     (void) curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, t->error);
+    (void) curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS,
+                            t->connect_timeout);
+    (void) curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, t->timeout);
 
     t->error[0] = '\0';
     t->curl_rc = curl_easy_perform(curl);
@@ -890,10 +952,11 @@ ngx_http_meta_webhook_curl(ngx_mw_send_task_t *t)
         (void) curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &t->status);
     }
 
-    /* the headers and the error buffer are ours: unhook them */
-    (void) curl_easy_setopt(curl, CURLOPT_HTTPHEADER, NULL);
+    /* the task and its error buffer end with the request: unhook them */
+    (void) curl_easy_setopt(curl, CURLOPT_READDATA, NULL);
+    (void) curl_easy_setopt(curl, CURLOPT_SEEKDATA, NULL);
+    (void) curl_easy_setopt(curl, CURLOPT_WRITEDATA, NULL);
     (void) curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, NULL);
-    curl_slist_free_all(headers);
 }
 
 
