@@ -16,6 +16,7 @@
 # 0 when everything ran, whatever the numbers; 1 when something could not
 # run.  Knobs (environment):
 #   BENCH_DURATION=5  BENCH_QUIET_WAIT=20
+#   BENCH_SEND_THREADS=8   threads of the module's pool (thread_pool mw)
 #   BENCH_SEND_CONNECTIONS="1 4 16"   concurrency levels, one F and one S
 #                          run each (closed loop: a connection sends its
 #                          next request when the answer came)
@@ -129,7 +130,7 @@ chmod 600 "$TOKEN"
 {
     echo "load_module $MODULE_LOAD;"
     main_head "$MOD_DIR" "$SERVER_CPU"
-    echo "thread_pool mw threads=8;"
+    echo "thread_pool mw threads=${BENCH_SEND_THREADS:-8};"
     echo "http {"
     common_http "$MOD_DIR"
     cat <<EOF
