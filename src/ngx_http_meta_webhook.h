@@ -22,6 +22,8 @@
 #define NGX_MW_MIN_BODY_SIZE       (4 * 1024 * 1024)
 #define NGX_MW_MAX_CHALLENGE       128
 #define NGX_MW_ERROR_CODES         16
+#define NGX_MW_BUSY_WAITS          5    /* a busy claim looked at again */
+#define NGX_MW_BUSY_WAIT           10   /* ms apart */
 #define NGX_MW_DAILY_CAP           50   /* unverified businesses, per day */
 
 /* adds to a shared counter, when the state has given the counters */
@@ -318,6 +320,9 @@ typedef struct {
     ngx_mw_ingest_t             op;
     time_t                      dedupe_ttl;
     ngx_event_t                 guard;         /* while state works */
+    ngx_event_t                 again;         /* a busy claim, looked at
+                                                  again shortly */
+    ngx_uint_t                  busy_waits;
     ngx_mw_claim_t             *held;          /* the new claims */
     ngx_uint_t                  nheld;
 

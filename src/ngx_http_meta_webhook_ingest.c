@@ -46,6 +46,7 @@ static void ngx_http_meta_webhook_settle(ngx_http_request_t *r,
     ngx_http_meta_webhook_ctx_t *ctx, ngx_uint_t commit);
 static void ngx_http_meta_webhook_cleanup(void *data);
 static void ngx_http_meta_webhook_claim_done(ngx_mw_ingest_t *op);
+static void ngx_http_meta_webhook_claim_again(ngx_event_t *ev);
 static void ngx_http_meta_webhook_guard(ngx_event_t *ev);
 static int ngx_libc_cdecl ngx_http_meta_webhook_cmp_keys(const void *one,
     const void *two);
@@ -850,6 +851,37 @@ ngx_http_meta_webhook_claim(ngx_http_request_t *r,
 
 
 static void
+ngx_http_meta_webhook_claim_again(ngx_event_t *ev)
+{
+    ngx_int_t                           rc;
+    ngx_mw_ingest_t                    *op;
+    ngx_http_request_t                 *r;
+    ngx_http_meta_webhook_ctx_t        *ctx;
+    ngx_http_meta_webhook_main_conf_t  *mmcf;
+
+    r = ev->data;
+    ctx = ngx_http_meta_webhook_get_ctx(r);
+    mmcf = ngx_http_get_module_main_conf(r, ngx_http_meta_webhook_module);
+    op = &ctx->op;
+
+    op->now = ngx_time();
+    op->rc = NGX_OK;
+
+    rc = mmcf->ops->ingest(mmcf->state, op);
+
+    if (rc == NGX_AGAIN) {
+        return;
+    }
+
+    if (rc != NGX_OK) {
+        op->rc = NGX_ERROR;
+    }
+
+    op->done(op);
+}
+
+
+static void
 ngx_http_meta_webhook_claim_done(ngx_mw_ingest_t *op)
 {
     ngx_connection_t             *c;
@@ -864,6 +896,11 @@ ngx_http_meta_webhook_claim_done(ngx_mw_ingest_t *op)
     ngx_http_meta_webhook_resume(r, &ctx->guard);
 
     ctx->status = ngx_http_meta_webhook_claimed(r, ctx);
+
+    if (ctx->status == NGX_AGAIN) {
+        /* busy: looked at again shortly */
+        return;
+    }
 
     if (c->error) {
         /* the request was terminated meanwhile: nothing is handed off */
@@ -979,6 +1016,53 @@ ngx_http_meta_webhook_claimed(ngx_http_request_t *r,
 
     ctx->held = op->claims;
     ctx->nheld = 0;
+
+    if (busy && !mmcf->ops->blocking && ctx->busy_waits < NGX_MW_BUSY_WAITS)
+    {
+        /*
+         * Most often the other request has been answered already and its
+         * commit, made in its log phase, comes within moments: give our
+         * own claims back and look again shortly, without blocking the
+         * worker.  (The memcached backend waits so in its thread.)
+         */
+
+        j = 0;
+
+        for (i = 0; i < op->nclaims; i++) {
+            if (op->claims[i].result == NGX_MW_CLAIM_NEW) {
+                j++;
+            }
+        }
+
+        if (j) {
+            ctx->held = ngx_palloc(r->pool, j * sizeof(ngx_mw_claim_t));
+            if (ctx->held == NULL) {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
+
+            for (i = 0; i < op->nclaims; i++) {
+                if (op->claims[i].result == NGX_MW_CLAIM_NEW) {
+                    ctx->held[ctx->nheld++] = op->claims[i];
+                }
+            }
+
+            mmcf->ops->settle(mmcf->state, ctx->held, ctx->nheld, op->owner,
+                              0, 0, r->connection->log);
+            ctx->nheld = 0;
+        }
+
+        ctx->busy_waits++;
+
+        ngx_http_meta_webhook_hold(r, &ctx->guard,
+                                   (ngx_msec_t) op->claim_timeout * 1000);
+
+        ctx->again.handler = ngx_http_meta_webhook_claim_again;
+        ctx->again.data = r;
+        ctx->again.log = r->connection->log;
+        ngx_add_timer(&ctx->again, NGX_MW_BUSY_WAIT);
+
+        return NGX_AGAIN;
+    }
 
     if (busy) {
         /*
