@@ -5,6 +5,8 @@
 use strict;
 use warnings;
 use Test::More;
+use POSIX ();
+use Time::HiRes ();
 use lib 't/lib';
 use MWTest;
 use MWTest::Meta;
@@ -222,6 +224,45 @@ sub concurrent_case {
 
 concurrent_case(2, 'two concurrent copies');
 concurrent_case(6, 'six concurrent copies');
+
+# A copy that finds its update in flight looks again for about 50 ms
+# (5 x 10 ms) before answering busy: a hand-off that ends within that
+# makes the copy a duplicate; a longer one leaves it busy.
+sub copy_during {
+    my ($delay, $label) = @_;
+    my ($m, $d) = text_delivery(body => "copy during $label");
+    $inbox->set(delay => $delay);
+    my $before = $inbox->count;
+    my $pid = fork;
+    die "fork: $!" unless defined $pid;
+    if (!$pid) {
+        $ng->deliver($d, timeout => 10);
+        POSIX::_exit(0);
+    }
+    # the first request has reached the inbox (so it holds the claim)
+    # before the copy goes
+    wait_until(sub { $inbox->count > $before }, 5, 0.001);
+    Time::HiRes::sleep($delay / 4);
+    my $t0 = Time::HiRes::time();
+    my $r = $ng->deliver($d);
+    my $took = Time::HiRes::time() - $t0;
+    waitpid $pid, 0;
+    $inbox->set(delay => 0);
+    return ($r->status . ' ' . ($r->header('x-mw-result') // '-'), $took,
+            handed($m->get('id')));
+}
+{
+    my ($res, $took, $n) = copy_during(0.01, 'a short hand-off');
+    is $res, '200 duplicate',
+        'a copy during a 10 ms hand-off: 200 duplicate (it looked again)';
+    is $n, 1, 'a copy during a 10 ms hand-off: handed off once';
+    ($res, $took, $n) = copy_during(1.5, 'a long hand-off');
+    is $res, '503 busy', 'a copy during a 1.5 s hand-off: 503 busy';
+    cmp_ok $took, '<', 1.0,
+        sprintf('a copy during a 1.5 s hand-off: answered without waiting '
+                . 'for it (%.3f s)', $took);
+    is $n, 1, 'a copy during a 1.5 s hand-off: handed off once';
+}
 
 # overlapping batches at the same time: {A, B} and {B, C}; retried until
 # both are accepted, each update reaches the inbox exactly once
