@@ -1039,7 +1039,20 @@ ngx_mw_mc_ingest_thread(void *data, ngx_log_t *log)
         }
     }
 
-    for (i = 0; i < op->ncontacts; i++) {
+    /*
+     * A delivery none of whose updates is new changes no contact: its
+     * messages moved the windows when they were handed off.
+     */
+
+    for (i = 0; i < op->nclaims; i++) {
+        if (op->claims[i].result == NGX_MW_CLAIM_NEW) {
+            break;
+        }
+    }
+
+    n = (i == op->nclaims) ? 0 : op->ncontacts;
+
+    for (i = 0; i < n; i++) {
         if (ngx_mw_mc_contact(m, &op->contacts[i],
                               ahead ? &ahead[op->nclaims + i] : NULL,
                               op->now, log)
