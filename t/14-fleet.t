@@ -410,6 +410,27 @@ sub window_via {
     is $r->status, 400, 'after 131047 on B: a free-form reply via A refused'
         or diag $r->summary;
 
+    # A 131047 that names its recipient otherwise (a business-scoped id)
+    # still closes the window of the contact the message was sent to:
+    # node A recorded the message id in memcached, node B looks it up.
+    my $c3 = new_contact();
+    is $A->deliver(delivery(messages => [msg_text(from => $c3)]))->status,
+        200, 'sent record: the contact wrote to node A';
+    $r = graph_send($A, PNID, text_req($c3, 'to be refused by Meta'));
+    is $r->status, 200, 'sent record: a reply via node A is sent'
+        or diag $r->summary;
+    my $wamid = (($r->json // {})->{messages} // [{}])->[0]{id};
+    ok $wamid, 'sent record: Meta\'s message id';
+    $r = $B->deliver(delivery(statuses => [ status_update(status => 'failed',
+        id => $wamid, recipient_user_id => 'US.' . $c3 . '.other',
+        ts => time, errors => [131047]) ]));
+    is $r->status, 200, 'sent record: its failed 131047 status, naming '
+        . 'the recipient by another id, delivered to node B';
+    $r = graph_send($A, PNID, text_req($c3, 'after the refusal'));
+    is $r->status, 400, 'sent record: the window of the contact it was '
+        . 'sent to is closed (a free-form reply via A refused)'
+        or diag $r->summary;
+
     # one session, replies from both nodes at once: counted once
     my $sess = new_contact();
     is $B->deliver(delivery(messages => [msg_text(from => $sess)]))->status,
