@@ -238,6 +238,7 @@ typedef struct {
     ngx_mw_state_ops_t         *ops;
     void                       *state;         /* the backend's own */
     ngx_mw_counters_t          *counters;      /* in shared memory */
+    ngx_atomic_t               *entries;       /* shm: the zone's entries */
     ngx_mw_ring_t              *ring;          /* memcached: membership */
     ngx_uint_t                  ring_size;     /* memcached: servers */
     uint32_t                    ring_hash;     /* memcached: their list */

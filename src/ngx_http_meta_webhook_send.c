@@ -1339,6 +1339,11 @@ ngx_http_meta_webhook_status_answer(ngx_http_request_t *r,
     p = ngx_sprintf(buf, "{\"state\":{\"backend\":\"%V\",",
                     mmcf->ops ? &mmcf->ops->name : &lcf->thread_pool_name);
 
+    if (mmcf->ops == &ngx_http_meta_webhook_shm_ops && mmcf->entries) {
+        /* how full the zone is */
+        p = ngx_sprintf(p, "\"entries\":%uA,", *mmcf->entries);
+    }
+
     if (mmcf->ring_size && mmcf->ring) {
         /* the node's view of the memcached ring */
         out = 0;

@@ -11,15 +11,19 @@
  *   dedupe     committed dedupe keys, least recently used (committed or
  *              seen again) at the tail, which is also expiry order: the
  *              reaper stops at the first live one;
- *   contacts   windows and opt-ins, least recently used at the tail;
- *              their lifetimes differ (a window a day, an opt-in a year),
- *              so the reaper looks at a few tail entries past live ones.
+ *   contacts   windows, least recently used at the tail: a contact
+ *              lives a day past its window, so use order is nearly
+ *              expiry order, and the reaper looks at a few tail entries
+ *              past live ones;
+ *   kept       contacts with an opt-in or opt-out, which live 400 days:
+ *              in a queue of their own, or the first few of them to fall
+ *              silent would hide every expired window behind them;
  *
  *   tallies    conversation counts of the current periods: a handful,
  *              never evicted (a lost count would lift a limit).
  *
  * When the zone is full, the least recently used of the dedupe and contact
- * tails goes first, so that eviction is least-recently-used across both.
+ * tails goes first, so that eviction is least-recently-used across them.
  *
  * The tree and the queues survive "nginx -s reload".
  */
@@ -65,6 +69,7 @@ typedef struct {
     ngx_queue_t                 inflight;    /* claims, oldest at the tail */
     ngx_queue_t                 dedupe;      /* committed, oldest at tail */
     ngx_queue_t                 contacts;    /* least recently used at tail */
+    ngx_queue_t                 kept;        /* the same, with an opt-in */
     ngx_queue_t                 tallies;     /* counters, never evicted */
     ngx_atomic_t                entries;
     uint64_t                    uses;        /* orders uses within a second */
@@ -169,7 +174,7 @@ static void
 ngx_mw_shm_expire(ngx_mw_shm_t *ctx, int64_t now)
 {
     ngx_uint_t          i, n;
-    ngx_queue_t        *q, *prev, *queues[2];
+    ngx_queue_t        *q, *prev, *queues[3];
     ngx_mw_shm_node_t  *node;
 
     /* in-flight leases and committed keys expire in queue order */
@@ -195,9 +200,10 @@ ngx_mw_shm_expire(ngx_mw_shm_t *ctx, int64_t now)
     /* contacts and counters do not: look past a few live ones */
 
     queues[0] = &ctx->sh->contacts;
-    queues[1] = &ctx->sh->tallies;
+    queues[1] = &ctx->sh->kept;
+    queues[2] = &ctx->sh->tallies;
 
-    for (i = 0; i < 2; i++) {
+    for (i = 0; i < 3; i++) {
         q = ngx_queue_last(queues[i]);
 
         for (n = 0; n < NGX_MW_REAP_LOOK
@@ -216,30 +222,44 @@ ngx_mw_shm_expire(ngx_mw_shm_t *ctx, int64_t now)
 }
 
 
-/* The older of the two queues' least recently used entries. */
+/* The least recently used of the evictable queues' tails. */
 
 static ngx_mw_shm_node_t *
 ngx_mw_shm_least_used(ngx_mw_shm_t *ctx)
 {
-    ngx_mw_shm_node_t  *d, *c;
+    ngx_uint_t          i;
+    ngx_queue_t        *queues[3];
+    ngx_mw_shm_node_t  *n, *least;
 
-    d = ngx_queue_empty(&ctx->sh->dedupe) ? NULL
-        : ngx_queue_data(ngx_queue_last(&ctx->sh->dedupe),
-                         ngx_mw_shm_node_t, queue);
+    queues[0] = &ctx->sh->dedupe;
+    queues[1] = &ctx->sh->contacts;
+    queues[2] = &ctx->sh->kept;
 
-    c = ngx_queue_empty(&ctx->sh->contacts) ? NULL
-        : ngx_queue_data(ngx_queue_last(&ctx->sh->contacts),
-                         ngx_mw_shm_node_t, queue);
+    least = NULL;
 
-    if (d == NULL) {
-        return c;
+    for (i = 0; i < 3; i++) {
+        if (ngx_queue_empty(queues[i])) {
+            continue;
+        }
+
+        n = ngx_queue_data(ngx_queue_last(queues[i]), ngx_mw_shm_node_t,
+                           queue);
+
+        if (least == NULL || n->used < least->used) {
+            least = n;
+        }
     }
 
-    if (c == NULL) {
-        return d;
-    }
+    return least;
+}
 
-    return (c->used < d->used) ? c : d;
+
+/* A contact's queue, by what it holds. */
+
+static ngx_queue_t *
+ngx_mw_shm_contact_queue(ngx_mw_shm_t *ctx, ngx_mw_shm_node_t *n)
+{
+    return (n->optin != MW_OPTIN_NONE) ? &ctx->sh->kept : &ctx->sh->contacts;
 }
 
 
@@ -465,15 +485,14 @@ ngx_http_meta_webhook_shm_ingest(void *state, ngx_mw_ingest_t *op)
 
             ngx_mw_shm_insert(ctx, n, co->key, MW_KEY_CONTACT,
                               &ctx->sh->contacts);
-
-        } else {
-            ngx_queue_remove(&n->queue);
-            ngx_queue_insert_head(&ctx->sh->contacts, &n->queue);
         }
 
         n->used = ++ctx->sh->uses;
 
         ngx_mw_shm_contact_update(n, co, op->now);
+
+        ngx_queue_remove(&n->queue);
+        ngx_queue_insert_head(ngx_mw_shm_contact_queue(ctx, n), &n->queue);
     }
 
     ngx_shmtx_unlock(&ctx->shpool->mutex);
@@ -658,7 +677,7 @@ ngx_http_meta_webhook_shm_reserve(void *state, ngx_mw_send_op_t *op)
         c->u.c.counted = (uint32_t) ngx_mw_shm_clamp(op->mark);
         c->used = ++ctx->sh->uses;
         ngx_queue_remove(&c->queue);
-        ngx_queue_insert_head(&ctx->sh->contacts, &c->queue);
+        ngx_queue_insert_head(ngx_mw_shm_contact_queue(ctx, c), &c->queue);
     }
 
     if (op->d.conversation) {
@@ -901,6 +920,7 @@ ngx_http_meta_webhook_shm_init(ngx_shm_zone_t *shm_zone, void *data)
     ngx_queue_init(&ctx->sh->inflight);
     ngx_queue_init(&ctx->sh->dedupe);
     ngx_queue_init(&ctx->sh->contacts);
+    ngx_queue_init(&ctx->sh->kept);
     ngx_queue_init(&ctx->sh->tallies);
 
     len = sizeof(" in meta_webhook_state zone \"\"") + shm_zone->shm.name.len;
@@ -919,6 +939,7 @@ ngx_http_meta_webhook_shm_init(ngx_shm_zone_t *shm_zone, void *data)
 done:
 
     ctx->mmcf->counters = &ctx->sh->counters;
+    ctx->mmcf->entries = &ctx->sh->entries;
     ctx->mmcf->ring = &ctx->sh->ring;
 
     /*
