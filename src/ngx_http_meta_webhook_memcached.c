@@ -269,14 +269,12 @@ ngx_mw_mc_live(ngx_mw_mc_t *mc, ngx_log_t *log)
 static void
 ngx_mw_mc_fault(memcached_st *m, const char *key, memcached_return_t rc)
 {
-    time_t                         now;
-    uint32_t                       j, n;
-    ngx_mw_mc_t                   *mc;
-    ngx_url_t                     *u;
-    ngx_atomic_uint_t              prev;
-    memcached_return_t             err;
-    ngx_mw_ring_server_t          *s;
-    const memcached_instance_st   *server;
+    time_t                 now;
+    uint32_t               j, n;
+    ngx_mw_mc_t           *mc;
+    ngx_url_t             *u;
+    ngx_atomic_uint_t      prev;
+    ngx_mw_ring_server_t  *s;
 
     mc = ngx_mw_mc_handle_owner;
 
@@ -284,20 +282,10 @@ ngx_mw_mc_fault(memcached_st *m, const char *key, memcached_return_t rc)
         return;
     }
 
-    server = memcached_server_by_key(m, key, strlen(key), &err);
-    if (server == NULL) {
-        return;
-    }
+    /* the position in this handle of the server that holds key */
+    j = memcached_generate_hash(m, key, strlen(key));
 
-    n = memcached_server_count(m);
-
-    for (j = 0; j < n; j++) {
-        if (memcached_server_instance_by_position(m, j) == server) {
-            break;
-        }
-    }
-
-    if (j == n) {
+    if (j >= memcached_server_count(m)) {
         return;
     }
 
@@ -335,15 +323,60 @@ ngx_mw_mc_fault(memcached_st *m, const char *key, memcached_return_t rc)
 }
 
 
+/*
+ * A handle with the configured servers of the set, in configuration
+ * order, on a consistent (ketama) ring: position p of the handle is the
+ * p-th server of the set.
+ */
+
 static memcached_st *
-ngx_mw_mc_get_handle(ngx_mw_mc_t *mc, ngx_log_t *log)
+ngx_mw_mc_ring(ngx_mw_mc_t *mc, uint32_t set, ngx_log_t *log)
 {
     u_char             host[NGX_SOCKADDR_STRLEN + 1];
-    uint32_t           live;
-    ngx_uint_t         i, n;
+    ngx_uint_t         i;
     ngx_url_t         *u;
     memcached_st      *m;
     memcached_return_t rc;
+
+    m = memcached_create(NULL);
+    if (m == NULL) {
+        return NULL;
+    }
+
+    u = mc->servers.elts;
+
+    for (i = 0; i < mc->servers.nelts; i++) {
+        if (!(set & ((uint32_t) 1 << i))) {
+            continue;
+        }
+
+        ngx_cpystrn(host, u[i].host.data,
+                    ngx_min(u[i].host.len + 1, sizeof(host)));
+
+        rc = memcached_server_add(m, (const char *) host, u[i].port);
+
+        if (rc != MEMCACHED_SUCCESS) {
+            ngx_log_error(NGX_LOG_ERR, log, 0,
+                          "meta_webhook: memcached server \"%V\": %s",
+                          &u[i].url, memcached_strerror(m, rc));
+            memcached_free(m);
+            return NULL;
+        }
+    }
+
+    (void) memcached_behavior_set(m, MEMCACHED_BEHAVIOR_DISTRIBUTION,
+                                  MEMCACHED_DISTRIBUTION_CONSISTENT_KETAMA);
+
+    return m;
+}
+
+
+static memcached_st *
+ngx_mw_mc_get_handle(ngx_mw_mc_t *mc, ngx_log_t *log)
+{
+    uint32_t       live;
+    ngx_uint_t     i, n;
+    memcached_st  *m;
 
     live = ngx_mw_mc_live(mc, log);
 
@@ -368,41 +401,23 @@ ngx_mw_mc_get_handle(ngx_mw_mc_t *mc, ngx_log_t *log)
         return NULL;
     }
 
-    m = memcached_create(NULL);
+    m = ngx_mw_mc_ring(mc, live, log);
     if (m == NULL) {
         return NULL;
     }
 
-    u = mc->servers.elts;
     n = 0;
 
     for (i = 0; i < mc->servers.nelts; i++) {
-        if (!(live & ((uint32_t) 1 << i))) {
-            continue;
+        if (live & ((uint32_t) 1 << i)) {
+            ngx_mw_mc_handle_index[n++] = (u_char) i;
         }
-
-        ngx_cpystrn(host, u[i].host.data,
-                    ngx_min(u[i].host.len + 1, sizeof(host)));
-
-        rc = memcached_server_add(m, (const char *) host, u[i].port);
-
-        if (rc != MEMCACHED_SUCCESS) {
-            ngx_log_error(NGX_LOG_ERR, log, 0,
-                          "meta_webhook: memcached server \"%V\": %s",
-                          &u[i].url, memcached_strerror(m, rc));
-            memcached_free(m);
-            return NULL;
-        }
-
-        ngx_mw_mc_handle_index[n++] = (u_char) i;
     }
 
     /*
      * ASCII by default: memcached deprecated the binary protocol, and it
      * measured no faster here (docs/operations.md, "Throughput")
      */
-    (void) memcached_behavior_set(m, MEMCACHED_BEHAVIOR_DISTRIBUTION,
-                                  MEMCACHED_DISTRIBUTION_CONSISTENT_KETAMA);
     (void) memcached_behavior_set(m, MEMCACHED_BEHAVIOR_BINARY_PROTOCOL,
                                   mc->binary ? 1 : 0);
     (void) memcached_behavior_set(m, MEMCACHED_BEHAVIOR_SUPPORT_CAS, 1);
@@ -460,51 +475,13 @@ static __thread char           ngx_mw_mc_group[NGX_MW_RING_MAX]
                                               [NGX_MW_MC_GROUP_LEN];
 
 
-static memcached_st *
-ngx_mw_mc_hash_ring(ngx_mw_mc_t *mc, ngx_uint_t skip)
-{
-    u_char         host[NGX_SOCKADDR_STRLEN + 1];
-    ngx_uint_t     i;
-    ngx_url_t     *u;
-    memcached_st  *m;
-
-    m = memcached_create(NULL);
-    if (m == NULL) {
-        return NULL;
-    }
-
-    u = mc->servers.elts;
-
-    for (i = 0; i < mc->servers.nelts; i++) {
-        if (i == skip) {
-            continue;
-        }
-
-        ngx_cpystrn(host, u[i].host.data,
-                    ngx_min(u[i].host.len + 1, sizeof(host)));
-
-        if (memcached_server_add(m, (const char *) host, u[i].port)
-            != MEMCACHED_SUCCESS)
-        {
-            memcached_free(m);
-            return NULL;
-        }
-    }
-
-    (void) memcached_behavior_set(m, MEMCACHED_BEHAVIOR_DISTRIBUTION,
-                                  MEMCACHED_DISTRIBUTION_CONSISTENT_KETAMA);
-
-    return m;
-}
-
-
 static ngx_int_t
 ngx_mw_mc_routes(ngx_mw_mc_t *mc, memcached_st *live, ngx_uint_t n,
     ngx_log_t *log)
 {
     int         len;
     char        group[NGX_MW_MC_GROUP_LEN];
-    uint32_t    pos, set;
+    uint32_t    pos, set, all;
     ngx_uint_t  i, found, tries;
 
     if (ngx_mw_mc_routes_owner != mc) {
@@ -523,13 +500,17 @@ ngx_mw_mc_routes(ngx_mw_mc_t *mc, memcached_st *live, ngx_uint_t n,
         ngx_mw_mc_routes_owner = NULL;
 
         if (mc->servers.nelts > 1) {
-            ngx_mw_mc_full = ngx_mw_mc_hash_ring(mc, NGX_MW_RING_MAX);
+            all = (uint32_t) (((uint64_t) 1 << mc->servers.nelts) - 1);
+
+            ngx_mw_mc_full = ngx_mw_mc_ring(mc, all, log);
             if (ngx_mw_mc_full == NULL) {
                 return NGX_ERROR;
             }
 
             for (i = 0; i < mc->servers.nelts; i++) {
-                ngx_mw_mc_minus[i] = ngx_mw_mc_hash_ring(mc, i);
+                ngx_mw_mc_minus[i] = ngx_mw_mc_ring(mc,
+                                                    all & ~((uint32_t) 1 << i),
+                                                    log);
                 if (ngx_mw_mc_minus[i] == NULL) {
                     return NGX_ERROR;
                 }
