@@ -47,6 +47,8 @@ static void ngx_http_meta_webhook_settle(ngx_http_request_t *r,
 static void ngx_http_meta_webhook_cleanup(void *data);
 static void ngx_http_meta_webhook_claim_done(ngx_mw_ingest_t *op);
 static void ngx_http_meta_webhook_claim_again(ngx_event_t *ev);
+static ngx_int_t ngx_http_meta_webhook_release_new(ngx_http_request_t *r,
+    ngx_http_meta_webhook_ctx_t *ctx);
 static void ngx_http_meta_webhook_guard(ngx_event_t *ev);
 static int ngx_libc_cdecl ngx_http_meta_webhook_cmp_keys(const void *one,
     const void *two);
@@ -850,6 +852,54 @@ ngx_http_meta_webhook_claim(ngx_http_request_t *r,
 }
 
 
+/*
+ * Gives back the claims this delivery has just made, leaving the list of
+ * its claims whole (a busy delivery may claim them again).
+ */
+
+static ngx_int_t
+ngx_http_meta_webhook_release_new(ngx_http_request_t *r,
+    ngx_http_meta_webhook_ctx_t *ctx)
+{
+    ngx_uint_t                          i, n;
+    ngx_mw_claim_t                     *held;
+    ngx_mw_ingest_t                    *op;
+    ngx_http_meta_webhook_main_conf_t  *mmcf;
+
+    op = &ctx->op;
+    n = 0;
+
+    for (i = 0; i < op->nclaims; i++) {
+        if (op->claims[i].result == NGX_MW_CLAIM_NEW) {
+            n++;
+        }
+    }
+
+    if (n == 0) {
+        return NGX_OK;
+    }
+
+    held = ngx_palloc(r->pool, n * sizeof(ngx_mw_claim_t));
+    if (held == NULL) {
+        return NGX_ERROR;
+    }
+
+    n = 0;
+
+    for (i = 0; i < op->nclaims; i++) {
+        if (op->claims[i].result == NGX_MW_CLAIM_NEW) {
+            held[n++] = op->claims[i];
+        }
+    }
+
+    mmcf = ngx_http_get_module_main_conf(r, ngx_http_meta_webhook_module);
+    mmcf->ops->settle(mmcf->state, held, n, op->owner, 0, 0,
+                      r->connection->log);
+
+    return NGX_OK;
+}
+
+
 static void
 ngx_http_meta_webhook_claim_again(ngx_event_t *ev)
 {
@@ -1026,29 +1076,8 @@ ngx_http_meta_webhook_claimed(ngx_http_request_t *r,
          * worker.  (The memcached backend waits so in its thread.)
          */
 
-        j = 0;
-
-        for (i = 0; i < op->nclaims; i++) {
-            if (op->claims[i].result == NGX_MW_CLAIM_NEW) {
-                j++;
-            }
-        }
-
-        if (j) {
-            ctx->held = ngx_palloc(r->pool, j * sizeof(ngx_mw_claim_t));
-            if (ctx->held == NULL) {
-                return NGX_HTTP_INTERNAL_SERVER_ERROR;
-            }
-
-            for (i = 0; i < op->nclaims; i++) {
-                if (op->claims[i].result == NGX_MW_CLAIM_NEW) {
-                    ctx->held[ctx->nheld++] = op->claims[i];
-                }
-            }
-
-            mmcf->ops->settle(mmcf->state, ctx->held, ctx->nheld, op->owner,
-                              0, 0, r->connection->log);
-            ctx->nheld = 0;
+        if (ngx_http_meta_webhook_release_new(r, ctx) != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
         ctx->busy_waits++;
@@ -1071,13 +1100,11 @@ ngx_http_meta_webhook_claimed(ngx_http_request_t *r,
          * forget our own claims and let Meta retry the whole delivery.
          */
 
-        for (i = 0; i < op->nclaims; i++) {
-            if (op->claims[i].result == NGX_MW_CLAIM_NEW) {
-                op->claims[ctx->nheld++] = op->claims[i];
-            }
+        if (ngx_http_meta_webhook_release_new(r, ctx) != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
-        ngx_http_meta_webhook_settle(r, ctx, 0);
+        ctx->settled = 1;
 
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "meta_webhook: delivery answered 503: %ui of its "
