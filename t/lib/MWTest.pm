@@ -445,6 +445,8 @@ package MWTest::Nginx;
 use strict;
 use warnings;
 
+use parent 'MWTest::Owned';
+
 use POSIX ();
 use Time::HiRes ();
 
@@ -699,14 +701,6 @@ sub _kill_all {
     }
 }
 
-sub _cleanup { $_[0]->stop }
-
-sub DESTROY {
-    my ($self) = @_;
-    return unless $$ == ($self->{owner} // 0);
-    local ($@, $!, $?);
-    $self->stop;
-}
 
 # --- logs
 

@@ -43,6 +43,8 @@ use Time::HiRes ();
 
 use MWTest::Server;
 
+use parent 'MWTest::Owned';       # stop() when its owner is done
+
 my $JSON = JSON::PP->new->canonical;
 
 our %ERRORS = (
@@ -187,15 +189,6 @@ sub stop {
         waitpid($pid, POSIX::WNOHANG()) == $pid }, 3);
     kill 'KILL', -$pid;                 # the connection children
     if (!$gone) { kill 'KILL', $pid; waitpid $pid, 0 }
-}
-
-sub _cleanup { $_[0]->stop }
-
-sub DESTROY {
-    my ($self) = @_;
-    return unless $$ == ($self->{owner} // 0);
-    local ($@, $!, $?);
-    $self->stop;
 }
 
 

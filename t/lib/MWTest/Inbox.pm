@@ -17,6 +17,8 @@ use Time::HiRes ();
 
 use MWTest::Server;
 
+use parent 'MWTest::Owned';       # stop() when its owner is done
+
 sub start {
     my ($class, %o) = @_;
     my $dir = MWTest::new_dir('inbox');
@@ -109,15 +111,6 @@ sub stop {
             kill 'KILL', $p if $st =~ /\)\s+\S+\s+(\d+)/ && $1 == $pid;
         }
     }
-}
-
-sub _cleanup { $_[0]->stop }
-
-sub DESTROY {
-    my ($self) = @_;
-    return unless $$ == ($self->{owner} // 0);
-    local ($@, $!, $?);
-    $self->stop;
 }
 
 

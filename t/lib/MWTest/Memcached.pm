@@ -32,6 +32,8 @@ use Time::HiRes ();
 
 use MWTest ();
 
+use parent 'MWTest::Owned';       # stop() when its owner is done
+
 our $BINARY = $ENV{TEST_MEMCACHED_BINARY} || '/usr/bin/memcached';
 our @ALL;                       # every fleet of this process
 
@@ -333,14 +335,6 @@ sub stop {
     }
 }
 
-sub _cleanup { $_[0]->stop }
-
-sub DESTROY {
-    my ($self) = @_;
-    return unless $$ == ($self->{owner} // 0);
-    local ($@, $!, $?);
-    $self->stop;
-}
 
 END {
     my $status = $?;
