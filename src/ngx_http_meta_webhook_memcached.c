@@ -637,6 +637,26 @@ ngx_mw_mc_gets(memcached_st *m, const char *key, char *value, size_t *len,
 }
 
 
+/*
+ * A result's value, cut to NGX_MW_MC_VALUE_MAX - 1 bytes (the records are
+ * shorter) and terminated, and its cas; returns the value's length.
+ */
+
+static size_t
+ngx_mw_mc_result_copy(memcached_result_st *res, char *value, uint64_t *cas)
+{
+    size_t  len;
+
+    len = ngx_min(memcached_result_length(res), NGX_MW_MC_VALUE_MAX - 1);
+
+    ngx_memcpy(value, memcached_result_value(res), len);
+    value[len] = '\0';
+    *cas = memcached_result_cas(res);
+
+    return len;
+}
+
+
 /* From the server that group (not key) names, when group is set. */
 
 static memcached_return_t
@@ -669,15 +689,7 @@ ngx_mw_mc_gets_once(memcached_st *m, const char *group, const char *key,
                 || rc == MEMCACHED_NOTFOUND) ? MEMCACHED_NOTFOUND : rc;
     }
 
-    *len = memcached_result_length(res);
-
-    if (*len >= NGX_MW_MC_VALUE_MAX) {
-        *len = NGX_MW_MC_VALUE_MAX - 1;
-    }
-
-    memcpy(value, memcached_result_value(res), *len);
-    value[*len] = '\0';
-    *cas = memcached_result_cas(res);
+    *len = ngx_mw_mc_result_copy(res, value, cas);
 
     /* drain the end of the answer */
     while (memcached_fetch_result(m, &result, &rc) != NULL) {
@@ -1139,12 +1151,8 @@ ngx_mw_mc_read_ahead(memcached_st *m, ngx_mw_mc_value_t *v, ngx_uint_t n,
             if (c == 0) {
                 sorted[mid]->found = 1;
                 sorted[mid]->len = (u_char)
-                    ngx_min(memcached_result_length(res),
-                            NGX_MW_MC_VALUE_MAX - 1);
-                ngx_memcpy(sorted[mid]->value, memcached_result_value(res),
-                           sorted[mid]->len);
-                sorted[mid]->value[sorted[mid]->len] = '\0';
-                sorted[mid]->cas = memcached_result_cas(res);
+                    ngx_mw_mc_result_copy(res, sorted[mid]->value,
+                                          &sorted[mid]->cas);
                 break;
             }
 
