@@ -51,9 +51,18 @@ mw_contact_encode(const mw_contact_rec_t *c, char *buf, size_t size)
 {
     int  n;
 
-    n = snprintf(buf, size, "%lld %lld %lld %d %lld",
-                 (long long) c->window, (long long) c->session,
-                 (long long) c->counted, c->optin, (long long) c->optin_ts);
+    if (c->pending) {
+        n = snprintf(buf, size, "%lld %lld %lld %d %lld %lld",
+                     (long long) c->window, (long long) c->session,
+                     (long long) c->counted, c->optin,
+                     (long long) c->optin_ts, (long long) c->pending);
+
+    } else {
+        n = snprintf(buf, size, "%lld %lld %lld %d %lld",
+                     (long long) c->window, (long long) c->session,
+                     (long long) c->counted, c->optin,
+                     (long long) c->optin_ts);
+    }
 
     return (n < 0 || (size_t) n >= size) ? -1 : n;
 }
@@ -90,14 +99,19 @@ mw_state_number(const char **p, const char *last, int64_t *v)
 int
 mw_contact_decode(mw_contact_rec_t *c, const char *buf, size_t len)
 {
-    int64_t      v[5];
+    int64_t      v[6];
     size_t       i;
     const char  *p, *last;
 
     p = buf;
     last = buf + len;
+    v[5] = 0;
 
-    for (i = 0; i < 5; i++) {
+    for (i = 0; i < 6; i++) {
+        if (i == 5 && p == last) {
+            break;
+        }
+
         if (mw_state_number(&p, last, &v[i]) != 0) {
             return -1;
         }
@@ -112,6 +126,7 @@ mw_contact_decode(mw_contact_rec_t *c, const char *buf, size_t len)
     c->counted = v[2];
     c->optin = (int) v[3];
     c->optin_ts = v[4];
+    c->pending = v[5];
 
     return 0;
 }

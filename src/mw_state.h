@@ -20,6 +20,8 @@ typedef struct {
     int64_t                  session;       /* the open session began */
     int64_t                  counted;       /* a conversation was counted */
     int64_t                  optin_ts;      /* the last keyword came */
+    int64_t                  pending;       /* a send is counting the
+                                               session, 0: none */
     int                      optin;         /* MW_OPTIN_* */
 } mw_contact_rec_t;
 
@@ -46,8 +48,12 @@ void mw_contact_close(mw_contact_rec_t *c, int64_t at);
  */
 int64_t mw_contact_expiry(const mw_contact_rec_t *c, int64_t now);
 
-/* "window session counted optin optin_ts" in decimal; 0 or -1 */
-#define MW_CONTACT_TEXT_MAX  (5 * 21)
+/*
+ * "window session counted optin optin_ts" in decimal, and " pending" only
+ * while a send counts the session, so a record at rest keeps the format
+ * it always had; 0 or -1
+ */
+#define MW_CONTACT_TEXT_MAX  (6 * 21)
 int mw_contact_encode(const mw_contact_rec_t *c, char *buf, size_t size);
 int mw_contact_decode(mw_contact_rec_t *c, const char *buf, size_t len);
 

@@ -29,8 +29,10 @@
 
 
 #define NGX_MW_MC_CAS_TRIES   8
-#define NGX_MW_MC_VALUE_MAX   128
+#define NGX_MW_MC_VALUE_MAX   160
 #define NGX_MW_MC_BUSY_POLLS  5       /* 10 ms each */
+#define NGX_MW_MC_PENDING_POLLS  10   /* 10 ms each */
+#define NGX_MW_MC_PENDING_TTL    2    /* s */
 #define NGX_MW_MC_GROUP_LEN   16
 
 
@@ -1495,11 +1497,15 @@ ngx_mw_mc_uncount(memcached_st *m, u_char *key)
 }
 
 
-/* Sets the session's mark, if the contact still has the same session. */
+/*
+ * Moves the session's count marks (counted, pending) from what "from" has
+ * to the values given, if the contact still has that session and those
+ * marks: NGX_DECLINED when another send or a delivery changed them.
+ */
 
 static ngx_int_t
-ngx_mw_mc_mark(memcached_st *m, u_char *key, int64_t session, int64_t from,
-    int64_t to, time_t now)
+ngx_mw_mc_mark(memcached_st *m, u_char *key, const mw_contact_rec_t *from,
+    int64_t counted, int64_t pending, time_t now)
 {
     int                 tries, n;
     char                text[MW_KEY_TEXT_LEN + 1];
@@ -1517,12 +1523,14 @@ ngx_mw_mc_mark(memcached_st *m, u_char *key, int64_t session, int64_t from,
             return NGX_ERROR;
         }
 
-        if (!found || c.session != session || c.counted != from) {
-            /* another send of the session counted it, or it moved on */
+        if (!found || c.session != from->session
+            || c.counted != from->counted || c.pending != from->pending)
+        {
             return NGX_DECLINED;
         }
 
-        c.counted = to;
+        c.counted = counted;
+        c.pending = pending;
 
         n = mw_contact_encode(&c, value, sizeof(value));
         if (n < 0) {
@@ -1549,17 +1557,87 @@ ngx_mw_mc_mark(memcached_st *m, u_char *key, int64_t session, int64_t from,
 }
 
 
+/*
+ * Another send is counting this session's conversation right now: its
+ * pending mark is of this session and recent.  One that is not finished
+ * within NGX_MW_MC_PENDING_TTL is taken for lost (its nginx stopped).
+ */
+
+static ngx_uint_t
+ngx_mw_mc_pending(mw_contact_rec_t *c, time_t now)
+{
+    return c->pending != 0
+           && c->counted < c->session
+           && c->pending >= c->session
+           && c->pending + NGX_MW_MC_PENDING_TTL >= (int64_t) now;
+}
+
+
+/*
+ * The two counters and the contact, waiting for a send of the same
+ * session that is counting it: its outcome decides this one (counted: no
+ * count needed; refused: the limit decides again).  The counters are read
+ * first: a send marks its session pending before it counts, so a count
+ * seen here is seen with its mark.
+ */
+
+static ngx_int_t
+ngx_mw_mc_read_send(memcached_st *m, ngx_mw_send_op_t *op,
+    mw_contact_rec_t *c)
+{
+    uint64_t    cas;
+    ngx_uint_t  found, polls;
+
+    for (polls = 0; /* void */; polls++) {
+
+        if (ngx_mw_mc_read_counter(m, op->period, &op->limits.used) != NGX_OK
+            || ngx_mw_mc_read_counter(m, op->day, &op->limits.daily_used)
+               != NGX_OK
+            || ngx_mw_mc_read_contact(m, op->contact, c, &cas, &found)
+               != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        if (!ngx_mw_mc_pending(c, op->now)
+            || polls == NGX_MW_MC_PENDING_POLLS)
+        {
+            break;
+        }
+
+        ngx_msleep(10);
+    }
+
+    op->cs.window = c->window;
+    op->cs.session = c->session;
+    op->cs.counted = c->counted;
+    op->cs.optin = c->optin;
+    op->counted = c->counted;
+
+    return NGX_OK;
+}
+
+
+/*
+ * A send's decision across the fleet.  Counters are memcached's atomic
+ * incr, checked against the limit after it; the session's mark is the
+ * contact's record, changed with cas.  A send that opens a session first
+ * marks it pending, then counts, then marks it counted (or clears the
+ * pending mark when the limit refused): a concurrent send of the same
+ * session waits for that outcome instead of taking the limit's answer
+ * for its own.
+ */
+
 static ngx_int_t
 ngx_http_meta_webhook_mc_reserve(void *state, ngx_mw_send_op_t *op)
 {
     ngx_mw_mc_t *mc = state;
 
     int64_t            v;
-    uint64_t           cas;
     ngx_int_t          rc;
-    ngx_uint_t         found, period_counted;
+    ngx_uint_t         tries, period_counted;
     memcached_st      *m;
-    mw_contact_rec_t   c;
+    mw_contact_rec_t   c, p;
 
     op->rc = NGX_ERROR;
 
@@ -1568,31 +1646,52 @@ ngx_http_meta_webhook_mc_reserve(void *state, ngx_mw_send_op_t *op)
         return NGX_OK;
     }
 
-    if (ngx_mw_mc_read_contact(m, op->contact, &c, &cas, &found) != NGX_OK
-        || ngx_mw_mc_read_counter(m, op->period, &op->limits.used) != NGX_OK
-        || ngx_mw_mc_read_counter(m, op->day, &op->limits.daily_used)
-           != NGX_OK)
-    {
-        ngx_log_error(NGX_LOG_ERR, op->log, 0,
-                      "meta_webhook: memcached could not be read for a "
-                      "send");
-        return NGX_OK;
+    for (tries = 0; /* void */; tries++) {
+
+        if (ngx_mw_mc_read_send(m, op, &c) != NGX_OK) {
+            ngx_log_error(NGX_LOG_ERR, op->log, 0,
+                          "meta_webhook: memcached could not be read for a "
+                          "send");
+            return NGX_OK;
+        }
+
+        mw_send_decide(&op->cs, &op->limits, (int) op->is_template,
+                       (int64_t) op->now, &op->d);
+
+        if (op->d.verdict != MW_SEND_ALLOW || !op->d.session) {
+            break;
+        }
+
+        /* the session's first: claim its count */
+
+        op->mark = op->now > op->cs.session ? op->now : op->cs.session;
+
+        rc = ngx_mw_mc_mark(m, op->contact, &c, c.counted, op->mark,
+                            op->now);
+
+        if (rc == NGX_OK) {
+            break;
+        }
+
+        if (rc != NGX_DECLINED || tries == NGX_MW_MC_CAS_TRIES) {
+            ngx_log_error(NGX_LOG_ERR, op->log, 0,
+                          "meta_webhook: memcached: the session's count "
+                          "could not be marked for a send");
+            return NGX_OK;
+        }
+
+        /* another send or a delivery changed the contact: look again */
     }
-
-    op->cs.window = c.window;
-    op->cs.session = c.session;
-    op->cs.counted = c.counted;
-    op->cs.optin = c.optin;
-    op->counted = c.counted;
-
-    mw_send_decide(&op->cs, &op->limits, (int) op->is_template,
-                   (int64_t) op->now, &op->d);
 
     op->rc = NGX_OK;
 
     if (op->d.verdict != MW_SEND_ALLOW) {
         return NGX_OK;
     }
+
+    /* the record as marked pending, for the moves below */
+    p = c;
+    p.pending = op->d.session ? op->mark : c.pending;
 
     period_counted = 0;
 
@@ -1637,33 +1736,30 @@ ngx_http_meta_webhook_mc_reserve(void *state, ngx_mw_send_op_t *op)
     }
 
     if (op->d.session) {
-        op->mark = op->now > op->cs.session ? op->now : op->cs.session;
+        rc = ngx_mw_mc_mark(m, op->contact, &p, op->mark, 0, op->now);
 
-        rc = ngx_mw_mc_mark(m, op->contact, op->cs.session, op->counted,
-                            op->mark, op->now);
-
-        if (rc == NGX_DECLINED) {
-            /* counted by a concurrent send of the same session: give back */
-            if (period_counted) {
-                ngx_mw_mc_uncount(m, op->period);
-            }
-
-            op->d.conversation = 0;
-            op->d.session = 0;
-
-        } else if (rc != NGX_OK) {
-            if (period_counted) {
-                ngx_mw_mc_uncount(m, op->period);
-            }
-
-            op->rc = NGX_ERROR;
-            goto refused;
+        if (rc == NGX_ERROR) {
+            /*
+             * Counted, but the mark stays pending: a concurrent send
+             * waits out NGX_MW_MC_PENDING_TTL at most, then counts the
+             * session again; more counted, never less.
+             */
+            ngx_log_error(NGX_LOG_WARN, op->log, 0,
+                          "meta_webhook: memcached: the session's count "
+                          "could not be marked done");
         }
+
+        /* NGX_DECLINED: the contact wrote again since, a new session */
     }
 
     return NGX_OK;
 
 refused:
+
+    if (op->d.session) {
+        /* give the session back, for the next send to decide */
+        (void) ngx_mw_mc_mark(m, op->contact, &p, c.counted, 0, op->now);
+    }
 
     op->d.conversation = 0;
     op->d.business_initiated = 0;
@@ -1678,7 +1774,8 @@ ngx_http_meta_webhook_mc_unreserve(void *state, ngx_mw_send_op_t *op)
 {
     ngx_mw_mc_t *mc = state;
 
-    memcached_st  *m;
+    memcached_st      *m;
+    mw_contact_rec_t   c;
 
     if (op->rc != NGX_OK || op->d.verdict != MW_SEND_ALLOW) {
         return;
@@ -1698,8 +1795,11 @@ ngx_http_meta_webhook_mc_unreserve(void *state, ngx_mw_send_op_t *op)
     }
 
     if (op->d.session) {
-        (void) ngx_mw_mc_mark(m, op->contact, op->cs.session, op->mark,
-                              op->counted, op->now);
+        ngx_memzero(&c, sizeof(mw_contact_rec_t));
+        c.session = op->cs.session;
+        c.counted = op->mark;
+
+        (void) ngx_mw_mc_mark(m, op->contact, &c, op->counted, 0, op->now);
     }
 }
 

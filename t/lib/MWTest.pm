@@ -173,11 +173,16 @@ sub in_parallel {
     $timeout //= 30;
     my $dir = new_dir('par');
     my @pids;
+    # the start gate: every child blocks reading a pipe, and all wake at
+    # once when the parent closes its end (EOF), not a poll apart
+    pipe(my $gate_r, my $gate_w) or die "pipe: $!";
     for my $i (0 .. $n - 1) {
         my $pid = fork;
         die "fork: $!" unless defined $pid;
         if (!$pid) {
-            wait_until(sub { -e "$dir/go" }, 10, 0.001);
+            close $gate_w;
+            my $buf;
+            sysread $gate_r, $buf, 1;
             my $res = eval { $code->($i) };
             $res = "error: $@" unless defined $res;
             spew("$dir/res-$i", $res);
@@ -185,7 +190,9 @@ sub in_parallel {
         }
         push @pids, $pid;
     }
-    spew("$dir/go", '');
+    close $gate_r;
+    select undef, undef, undef, 0.05;   # the children reach the gate
+    close $gate_w;
     my %left = map { $_ => 1 } @pids;
     wait_until(sub {
         for my $p (keys %left) {

@@ -62,16 +62,28 @@ test_encoding(void)
     c.counted = 1800000005;
     c.optin = MW_OPTIN_OUT;
     c.optin_ts = 1799999999;
+    c.pending = 0;
 
     ok(mw_contact_encode(&c, buf, sizeof(buf)) > 0, "encoded");
     is_str(buf, "1800086400 1800000000 1800000005 2 1799999999", "as text");
     ok(mw_contact_decode(&d, buf, strlen(buf)) == 0, "decoded");
     ok(memcmp(&c, &d, sizeof(c)) == 0 || (c.window == d.window
        && c.session == d.session && c.counted == d.counted
-       && c.optin == d.optin && c.optin_ts == d.optin_ts), "round trip");
+       && c.optin == d.optin && c.optin_ts == d.optin_ts
+       && d.pending == 0), "round trip");
+
+    c.pending = 1800000007;
+    ok(mw_contact_encode(&c, buf, sizeof(buf)) > 0, "encoded, pending");
+    is_str(buf, "1800086400 1800000000 1800000005 2 1799999999 1800000007",
+           "a pending count: a sixth number");
+    ok(mw_contact_decode(&d, buf, strlen(buf)) == 0, "decoded, pending");
+    is_int(d.pending, 1800000007, "pending read back");
+    ok(mw_contact_decode(&d, "1 2 3 0 5", 9) == 0 && d.pending == 0,
+       "five numbers: nothing pending");
 
     is_int(mw_contact_decode(&d, "1 2 3", 5), -1, "too few fields");
-    is_int(mw_contact_decode(&d, "1 2 3 0 5 6", 11), -1, "too many");
+    is_int(mw_contact_decode(&d, "1 2 3 0 5 6 7", 13), -1, "too many");
+    is_int(mw_contact_decode(&d, "1 2 3 0 5 ", 10), -1, "trailing space");
     is_int(mw_contact_decode(&d, "1 2 3 9 5", 9), -1, "unknown opt-in");
     is_int(mw_contact_decode(&d, "1 2 x 0 5", 9), -1, "junk");
     is_int(mw_contact_decode(&d, "", 0), -1, "empty");

@@ -274,9 +274,9 @@ sub contact_record {
     my ($v) = @_;
     return undef unless defined $v;
     my @f = split / /, $v;
-    return undef unless @f == 5;
+    return undef unless @f == 5 || @f == 6;   # a sixth: a count pending
     my %r;
-    @r{qw(window session counted optin optin_ts)} = @f;
+    @r{qw(window session counted optin optin_ts pending)} = (@f, 0)[0 .. 5];
     return \%r;
 }
 
