@@ -73,7 +73,7 @@ typedef struct {
     char                       *auth;
     u_char                     *body;
     size_t                      body_len;
-    size_t                      body_sent;
+    ngx_uint_t                  attempts;      /* requests libcurl began */
 
     /*
      * A timer for the call's lifetime: a worker shutting down gracefully
@@ -97,10 +97,9 @@ static ngx_int_t ngx_http_meta_webhook_not_allowed(ngx_http_request_t *r,
     char *allow);
 static ngx_int_t ngx_http_meta_webhook_parse_path(ngx_http_request_t *r,
     ngx_mw_path_t *path);
-static size_t ngx_http_meta_webhook_curl_read(char *buffer, size_t size,
-    size_t nitems, void *userdata);
-static int ngx_http_meta_webhook_curl_seek(void *userdata, curl_off_t offset,
-    int origin);
+static int ngx_http_meta_webhook_curl_prereq(void *userdata,
+    char *conn_primary_ip, char *conn_local_ip, int conn_primary_port,
+    int conn_local_port);
 static ngx_int_t ngx_http_meta_webhook_session(ngx_http_request_t *r,
     ngx_mw_path_t *path);
 static ngx_int_t ngx_http_meta_webhook_session_answer(ngx_http_request_t *r,
@@ -844,15 +843,14 @@ ngx_http_meta_webhook_curl_handle(void)
     }
 
     /*
-     * The body is read through a callback that cannot rewind: libcurl
-     * would otherwise resend it on a kept-alive connection that died
-     * after sending, and a message may not go out twice.
+     * libcurl sends a request again, on a new connection, when the
+     * kept-alive one it was sent on dies before any answer: the message
+     * may have arrived, and may not go out twice.  The callback it calls
+     * before each request it begins refuses the second.
      */
     (void) curl_easy_setopt(curl, CURLOPT_POST, 1L);
-    (void) curl_easy_setopt(curl, CURLOPT_READFUNCTION,
-                            ngx_http_meta_webhook_curl_read);
-    (void) curl_easy_setopt(curl, CURLOPT_SEEKFUNCTION,
-                            ngx_http_meta_webhook_curl_seek);
+    (void) curl_easy_setopt(curl, CURLOPT_PREREQFUNCTION,
+                            ngx_http_meta_webhook_curl_prereq);
     (void) curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION,
                             ngx_http_meta_webhook_curl_write);
 
@@ -935,10 +933,16 @@ ngx_http_meta_webhook_curl(ngx_mw_send_task_t *t)
 
     (void) curl_easy_setopt(curl, CURLOPT_URL, t->url);
     (void) curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
+
+    /*
+     * The body from memory, not through a read callback: libcurl then
+     * sends it in the same packet as the headers (one send() and no
+     * 64 KB upload buffer per call).
+     */
     (void) curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE,
                             (curl_off_t) t->body_len);
-    (void) curl_easy_setopt(curl, CURLOPT_READDATA, t);
-    (void) curl_easy_setopt(curl, CURLOPT_SEEKDATA, t);
+    (void) curl_easy_setopt(curl, CURLOPT_POSTFIELDS, t->body);
+    (void) curl_easy_setopt(curl, CURLOPT_PREREQDATA, t);
     (void) curl_easy_setopt(curl, CURLOPT_WRITEDATA, t);
     (void) curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, t->error);
     (void) curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS,
@@ -953,46 +957,30 @@ ngx_http_meta_webhook_curl(ngx_mw_send_task_t *t)
     }
 
     /* the task and its error buffer end with the request: unhook them */
-    (void) curl_easy_setopt(curl, CURLOPT_READDATA, NULL);
-    (void) curl_easy_setopt(curl, CURLOPT_SEEKDATA, NULL);
+    (void) curl_easy_setopt(curl, CURLOPT_POSTFIELDS, NULL);
+    (void) curl_easy_setopt(curl, CURLOPT_PREREQDATA, NULL);
     (void) curl_easy_setopt(curl, CURLOPT_WRITEDATA, NULL);
     (void) curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, NULL);
 }
 
 
-static size_t
-ngx_http_meta_webhook_curl_read(char *buffer, size_t size, size_t nitems,
-    void *userdata)
-{
-    ngx_mw_send_task_t *t = userdata;
-
-    size_t  n;
-
-    n = t->body_len - t->body_sent;
-
-    if (n > size * nitems) {
-        n = size * nitems;
-    }
-
-    memcpy(buffer, t->body + t->body_sent, n);
-    t->body_sent += n;
-
-    return n;
-}
-
+/*
+ * Connected (or a kept-alive connection taken), the request about to be
+ * sent: from now on the message may reach Meta.  A second request in the
+ * same call is libcurl's resend after a connection died unanswered.
+ */
 
 static int
-ngx_http_meta_webhook_curl_seek(void *userdata, curl_off_t offset,
-    int origin)
+ngx_http_meta_webhook_curl_prereq(void *userdata, char *conn_primary_ip,
+    char *conn_local_ip, int conn_primary_port, int conn_local_port)
 {
     ngx_mw_send_task_t *t = userdata;
 
-    /* before anything was read, starting over sends nothing twice */
-    if (offset == 0 && origin == SEEK_SET && t->body_sent == 0) {
-        return CURL_SEEKFUNC_OK;
+    if (t->attempts++) {
+        return CURL_PREREQFUNC_ABORT;
     }
 
-    return CURL_SEEKFUNC_CANTSEEK;
+    return CURL_PREREQFUNC_OK;
 }
 
 
@@ -1105,7 +1093,7 @@ ngx_http_meta_webhook_send_finish(ngx_http_request_t *r,
                        "may or may not have been sent", NULL);
         }
 
-        if (t->curl_rc == CURLE_SEND_FAIL_REWIND || t->body_sent) {
+        if (t->attempts) {
             ngx_mw_count(mmcf, graph_failures, 1);
             ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                           "meta_webhook: the connection to the Graph API "
