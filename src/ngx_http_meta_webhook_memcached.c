@@ -1500,17 +1500,17 @@ ngx_mw_mc_uncount(memcached_st *m, u_char *key)
 /*
  * Moves the session's count marks (counted, pending) from what "from" has
  * to the values given, if the contact still has that session and those
- * marks: NGX_DECLINED when another send or a delivery changed them.
+ * marks: NGX_DECLINED when another send or a delivery changed them.  With
+ * the cas "from" was read with, the first try needs no read.
  */
 
 static ngx_int_t
 ngx_mw_mc_mark(memcached_st *m, u_char *key, const mw_contact_rec_t *from,
-    int64_t counted, int64_t pending, time_t now)
+    uint64_t cas, int64_t counted, int64_t pending, time_t now)
 {
     int                 tries, n;
     char                text[MW_KEY_TEXT_LEN + 1];
     char                value[MW_CONTACT_TEXT_MAX + 1];
-    uint64_t            cas;
     ngx_uint_t          found;
     mw_contact_rec_t    c;
     memcached_return_t  rc;
@@ -1519,7 +1519,13 @@ ngx_mw_mc_mark(memcached_st *m, u_char *key, const mw_contact_rec_t *from,
 
     for (tries = 0; tries < NGX_MW_MC_CAS_TRIES; tries++) {
 
-        if (ngx_mw_mc_read_contact(m, key, &c, &cas, &found) != NGX_OK) {
+        if (cas) {
+            c = *from;
+            found = 1;
+
+        } else if (ngx_mw_mc_read_contact(m, key, &c, &cas, &found)
+                   != NGX_OK)
+        {
             return NGX_ERROR;
         }
 
@@ -1551,6 +1557,8 @@ ngx_mw_mc_mark(memcached_st *m, u_char *key, const mw_contact_rec_t *from,
         if (rc != MEMCACHED_DATA_EXISTS && rc != MEMCACHED_NOTFOUND) {
             return NGX_ERROR;
         }
+
+        cas = 0;
     }
 
     return NGX_ERROR;
@@ -1576,27 +1584,60 @@ ngx_mw_mc_pending(mw_contact_rec_t *c, time_t now)
 /*
  * The two counters and the contact, waiting for a send of the same
  * session that is counting it: its outcome decides this one (counted: no
- * count needed; refused: the limit decides again).  The counters are read
- * first: a send marks its session pending before it counts, so a count
- * seen here is seen with its mark.
+ * count needed; refused: the limit decides again).  A send marks its
+ * session pending before it counts; the counters and the contact are read
+ * in one round trip, so a count may be seen before its mark: a refusal is
+ * checked again by the caller.
  */
 
 static ngx_int_t
 ngx_mw_mc_read_send(memcached_st *m, ngx_mw_send_op_t *op,
-    mw_contact_rec_t *c)
+    mw_contact_rec_t *c, uint64_t *cas)
 {
-    uint64_t    cas;
-    ngx_uint_t  found, polls;
+    ngx_uint_t          found, polls;
+    ngx_mw_mc_value_t   v[3];
+
+    mw_key_text(v[0].key, MW_KEY_COUNTER, op->period);
+    mw_key_text(v[1].key, MW_KEY_COUNTER, op->day);
+    mw_key_text(v[2].key, MW_KEY_CONTACT, op->contact);
 
     for (polls = 0; /* void */; polls++) {
 
-        if (ngx_mw_mc_read_counter(m, op->period, &op->limits.used) != NGX_OK
-            || ngx_mw_mc_read_counter(m, op->day, &op->limits.daily_used)
-               != NGX_OK
-            || ngx_mw_mc_read_contact(m, op->contact, c, &cas, &found)
-               != NGX_OK)
-        {
-            return NGX_ERROR;
+        if (ngx_mw_mc_read_ahead(m, v, 3, op->log) == NGX_OK) {
+            op->limits.used = v[0].found
+                              ? ngx_atoof((u_char *) v[0].value, v[0].len)
+                              : 0;
+            op->limits.daily_used = v[1].found
+                              ? ngx_atoof((u_char *) v[1].value, v[1].len)
+                              : 0;
+
+            ngx_memzero(c, sizeof(mw_contact_rec_t));
+            *cas = 0;
+
+            if (v[2].found) {
+                *cas = v[2].cas;
+
+                if (mw_contact_decode(c, v[2].value, v[2].len) != 0) {
+                    ngx_memzero(c, sizeof(mw_contact_rec_t));
+                }
+            }
+
+        } else {
+            /* one by one, with the failures counted and retried */
+
+            if (ngx_mw_mc_read_counter(m, op->period, &op->limits.used)
+                != NGX_OK
+                || ngx_mw_mc_read_counter(m, op->day, &op->limits.daily_used)
+                   != NGX_OK
+                || ngx_mw_mc_read_contact(m, op->contact, c, cas, &found)
+                   != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            if (!found) {
+                *cas = 0;
+            }
         }
 
         if (!ngx_mw_mc_pending(c, op->now)
@@ -1606,6 +1647,14 @@ ngx_mw_mc_read_send(memcached_st *m, ngx_mw_send_op_t *op,
         }
 
         ngx_msleep(10);
+    }
+
+    if (op->limits.used < 0) {
+        op->limits.used = 0;
+    }
+
+    if (op->limits.daily_used < 0) {
+        op->limits.daily_used = 0;
     }
 
     op->cs.window = c->window;
@@ -1634,10 +1683,11 @@ ngx_http_meta_webhook_mc_reserve(void *state, ngx_mw_send_op_t *op)
     ngx_mw_mc_t *mc = state;
 
     int64_t            v;
+    uint64_t           cas, rcas;
     ngx_int_t          rc;
-    ngx_uint_t         tries, period_counted;
+    ngx_uint_t         tries, period_counted, rechecked, found;
     memcached_st      *m;
-    mw_contact_rec_t   c, p;
+    mw_contact_rec_t   c, p, r;
 
     op->rc = NGX_ERROR;
 
@@ -1646,9 +1696,11 @@ ngx_http_meta_webhook_mc_reserve(void *state, ngx_mw_send_op_t *op)
         return NGX_OK;
     }
 
+    rechecked = 0;
+
     for (tries = 0; /* void */; tries++) {
 
-        if (ngx_mw_mc_read_send(m, op, &c) != NGX_OK) {
+        if (ngx_mw_mc_read_send(m, op, &c, &cas) != NGX_OK) {
             ngx_log_error(NGX_LOG_ERR, op->log, 0,
                           "meta_webhook: memcached could not be read for a "
                           "send");
@@ -1658,6 +1710,32 @@ ngx_http_meta_webhook_mc_reserve(void *state, ngx_mw_send_op_t *op)
         mw_send_decide(&op->cs, &op->limits, (int) op->is_template,
                        (int64_t) op->now, &op->d);
 
+        if (op->d.verdict == MW_SEND_LIMIT && !rechecked) {
+            /*
+             * The counters and the contact were read at once, maybe from
+             * two servers: the count that refuses may be a concurrent
+             * send's of this very session, whose pending mark the contact
+             * did not show yet.  Read after the counters, the contact
+             * shows it.
+             */
+            rechecked = 1;
+
+            if (ngx_mw_mc_read_contact(m, op->contact, &r, &rcas, &found)
+                != NGX_OK)
+            {
+                ngx_log_error(NGX_LOG_ERR, op->log, 0,
+                              "meta_webhook: memcached could not be read "
+                              "for a send");
+                return NGX_OK;
+            }
+
+            if (r.session != c.session || r.counted != c.counted
+                || r.pending != c.pending)
+            {
+                continue;
+            }
+        }
+
         if (op->d.verdict != MW_SEND_ALLOW || !op->d.session) {
             break;
         }
@@ -1666,7 +1744,7 @@ ngx_http_meta_webhook_mc_reserve(void *state, ngx_mw_send_op_t *op)
 
         op->mark = op->now > op->cs.session ? op->now : op->cs.session;
 
-        rc = ngx_mw_mc_mark(m, op->contact, &c, c.counted, op->mark,
+        rc = ngx_mw_mc_mark(m, op->contact, &c, cas, c.counted, op->mark,
                             op->now);
 
         if (rc == NGX_OK) {
@@ -1736,7 +1814,7 @@ ngx_http_meta_webhook_mc_reserve(void *state, ngx_mw_send_op_t *op)
     }
 
     if (op->d.session) {
-        rc = ngx_mw_mc_mark(m, op->contact, &p, op->mark, 0, op->now);
+        rc = ngx_mw_mc_mark(m, op->contact, &p, 0, op->mark, 0, op->now);
 
         if (rc == NGX_ERROR) {
             /*
@@ -1758,7 +1836,7 @@ refused:
 
     if (op->d.session) {
         /* give the session back, for the next send to decide */
-        (void) ngx_mw_mc_mark(m, op->contact, &p, c.counted, 0, op->now);
+        (void) ngx_mw_mc_mark(m, op->contact, &p, 0, c.counted, 0, op->now);
     }
 
     op->d.conversation = 0;
@@ -1799,7 +1877,8 @@ ngx_http_meta_webhook_mc_unreserve(void *state, ngx_mw_send_op_t *op)
         c.session = op->cs.session;
         c.counted = op->mark;
 
-        (void) ngx_mw_mc_mark(m, op->contact, &c, op->counted, 0, op->now);
+        (void) ngx_mw_mc_mark(m, op->contact, &c, 0, op->counted, 0,
+                              op->now);
     }
 }
 
