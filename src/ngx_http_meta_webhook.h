@@ -367,6 +367,9 @@ char *ngx_http_meta_webhook_memcached(ngx_conf_t *cf,
 /* ngx_http_meta_webhook_json.c */
 void ngx_http_meta_webhook_json_init(void);
 ngx_pool_t *ngx_http_meta_webhook_json_pool(ngx_pool_t *pool);
+typedef struct ngx_mw_json_arena_s  ngx_mw_json_arena_t;
+ngx_mw_json_arena_t *ngx_http_meta_webhook_json_arena(ngx_pool_t *pool);
+ngx_mw_json_arena_t *ngx_http_meta_webhook_json_use(ngx_mw_json_arena_t *a);
 
 /* ngx_http_meta_webhook_shm.c */
 char *ngx_http_meta_webhook_shm_zone(ngx_conf_t *cf,

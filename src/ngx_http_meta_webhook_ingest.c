@@ -522,6 +522,7 @@ ngx_http_meta_webhook_ingest(ngx_http_request_t *r,
     int                                 m, rc;
     ngx_str_t                           body;
     ngx_pool_t                         *pool;
+    ngx_mw_json_arena_t                *arena;
     ngx_http_meta_webhook_loc_conf_t   *lcf;
     ngx_http_meta_webhook_main_conf_t  *mmcf;
 
@@ -559,14 +560,17 @@ ngx_http_meta_webhook_ingest(ngx_http_request_t *r,
     }
 
     /*
-     * The document's values come from the request's pool and go with it:
+     * The document's values come from a pool that goes with the request:
      * no value-by-value free of a thousand-update batch.
      */
     pool = ngx_http_meta_webhook_json_pool(r->pool);
+    arena = ngx_http_meta_webhook_json_use(
+                               ngx_http_meta_webhook_json_arena(r->pool));
 
     rc = mw_batch_parse(&ctx->batch, (const char *) body.data, body.len,
                         &lcf->qconf, (int64_t) ngx_time());
 
+    (void) ngx_http_meta_webhook_json_use(arena);
     (void) ngx_http_meta_webhook_json_pool(pool);
 
     if (rc == MW_BATCH_ENOMEM) {
