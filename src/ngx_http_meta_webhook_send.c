@@ -576,6 +576,7 @@ ngx_http_meta_webhook_send_start(ngx_http_request_t *r)
     ngx_mw_path_t                       path;
     ngx_thread_task_t                  *task;
     ngx_mw_send_task_t                 *t;
+    ngx_mw_json_arena_t                *arena;
     ngx_http_meta_webhook_loc_conf_t   *lcf;
     ngx_http_meta_webhook_main_conf_t  *mmcf;
 
@@ -594,7 +595,15 @@ ngx_http_meta_webhook_send_start(ngx_http_request_t *r)
 
     ngx_memzero(&req, sizeof(mw_send_req_t));
 
-    if (mw_send_parse(&req, (const char *) body.data, body.len, &err) != 0) {
+    /* the request's document from an arena: no malloc() per value */
+    arena = ngx_http_meta_webhook_json_use(
+                               ngx_http_meta_webhook_json_arena(r->pool));
+
+    rc = mw_send_parse(&req, (const char *) body.data, body.len, &err);
+
+    (void) ngx_http_meta_webhook_json_use(arena);
+
+    if (rc != 0) {
         mw_send_free(&req);
         ngx_mw_count(mmcf, refused_invalid, 1);
 
