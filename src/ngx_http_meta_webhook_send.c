@@ -69,6 +69,8 @@ typedef struct {
     void                       *state;
     ngx_uint_t                  blocking;
 
+    ngx_mw_json_arena_t        *arena;         /* the event loop's JSON */
+
     char                       *url;
     char                       *auth;
     u_char                     *body;
@@ -576,7 +578,7 @@ ngx_http_meta_webhook_send_start(ngx_http_request_t *r)
     ngx_mw_path_t                       path;
     ngx_thread_task_t                  *task;
     ngx_mw_send_task_t                 *t;
-    ngx_mw_json_arena_t                *arena;
+    ngx_mw_json_arena_t                *arena, *prev;
     ngx_http_meta_webhook_loc_conf_t   *lcf;
     ngx_http_meta_webhook_main_conf_t  *mmcf;
 
@@ -596,12 +598,12 @@ ngx_http_meta_webhook_send_start(ngx_http_request_t *r)
     ngx_memzero(&req, sizeof(mw_send_req_t));
 
     /* the request's document from an arena: no malloc() per value */
-    arena = ngx_http_meta_webhook_json_use(
-                               ngx_http_meta_webhook_json_arena(r->pool));
+    arena = ngx_http_meta_webhook_json_arena(r->pool);
+    prev = ngx_http_meta_webhook_json_use(arena);
 
     rc = mw_send_parse(&req, (const char *) body.data, body.len, &err);
 
-    (void) ngx_http_meta_webhook_json_use(arena);
+    (void) ngx_http_meta_webhook_json_use(prev);
 
     if (rc != 0) {
         mw_send_free(&req);
@@ -622,6 +624,7 @@ ngx_http_meta_webhook_send_start(ngx_http_request_t *r)
 
     t = task->ctx;
     t->request = r;
+    t->arena = arena;
 
     mw_key_contact(t->op.contact, (const char *) id.data, id.len,
                    req.contact, ngx_strlen(req.contact));
@@ -1058,6 +1061,7 @@ ngx_http_meta_webhook_send_finish(ngx_http_request_t *r,
     u_char                             *p;
     ngx_int_t                           rc;
     ngx_uint_t                          ok;
+    ngx_mw_json_arena_t                *prev;
     ngx_http_meta_webhook_main_conf_t  *mmcf;
 
     mmcf = ngx_http_get_module_main_conf(r, ngx_http_meta_webhook_module);
@@ -1134,7 +1138,12 @@ ngx_http_meta_webhook_send_finish(ngx_http_request_t *r,
         ngx_mw_count(mmcf, sends_accepted, 1);
 
         if (!t->blocking) {
+            /* in the event loop: Meta's answer read into the arena */
+            prev = ngx_http_meta_webhook_json_use(t->arena);
+
             ngx_http_meta_webhook_record_sent(t);
+
+            (void) ngx_http_meta_webhook_json_use(prev);
         }
 
     } else {
