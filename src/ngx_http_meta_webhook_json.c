@@ -1,12 +1,12 @@
 /*
- * jansson's memory, from the request's pool.
+ * jansson's memory, from a request's arena or pool.
  *
  * A delivery's whole JSON tree (a 1000-update batch is tens of thousands
  * of small values) is allocated and freed one value at a time by default;
- * with the request's pool it is bump-allocated and released with the
- * request in one go.  Each block carries a tag in front, so a block
- * allocated outside any request (malloc) and one from a pool can never be
- * confused, whatever frees them.
+ * from an arena (below) or the request's pool it is bump-allocated and
+ * released with the request in one go.  Each block carries a tag in
+ * front, so a block allocated outside any request (malloc) and one from
+ * an arena or a pool can never be confused, whatever frees them.
  *
  * jansson's allocator is process-wide: nginx-meta-webhook installs it when
  * its configuration is read, before any JSON is parsed.
