@@ -567,6 +567,37 @@ sub window_via {
         'no state errors while every server is up';
 }
 
+# --- templates racing for the period's last conversations from both
+#     nodes: memcached's incr decides, exactly the limit is sent
+#     (memcached is flushed first, so the period starts again at 0)
+
+{
+    ok $mc->flush, 'memcached flushed: the period counts from 0 again';
+    is((status_of($A) // {})->{conversations}{used}, 0, 'used 0 after flush');
+    my $OLD = time - 2 * 86400;     # opted in two days ago: window closed
+    my @who = map { new_contact() } 1 .. 2 * $LIMIT;
+    for my $k (0 .. $#who) {
+        $node[$k % 2]->deliver(delivery(messages => [
+            msg_text(from => $who[$k], ts => $OLD, body => 'YES') ]));
+    }
+    my $n0 = $graph->count;
+    $graph->set(delay => 0.1);
+    my @res = in_parallel(scalar @who, sub {
+        graph_send($node[$_[0] % 2], PNID, template_req($who[$_[0]]))->status
+    }, 20);
+    $graph->set(delay => 0);
+    is scalar(grep { $_ == 200 } @res), $LIMIT,
+        2 * $LIMIT . " concurrent templates from both nodes, limit $LIMIT: "
+        . "$LIMIT sent" or diag "@res";
+    is scalar(grep { $_ == 429 } @res), $LIMIT, "the other $LIMIT: 429"
+        or diag "@res";
+    is $graph->count - $n0, $LIMIT, 'Meta got exactly the sends counted';
+    is((status_of($A) // {})->{conversations}{used}, $LIMIT,
+        "node A: used $LIMIT");
+    is((status_of($B) // {})->{conversations}{used}, $LIMIT,
+        "node B: used $LIMIT");
+}
+
 for my $n (0, 1) {
     unlike $node[$n]->error_log,
         qr/\[(?:alert|emerg|crit)\]|exited on signal|memcached \w+ failed/,
