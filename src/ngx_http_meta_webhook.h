@@ -370,6 +370,7 @@ ngx_pool_t *ngx_http_meta_webhook_json_pool(ngx_pool_t *pool);
 typedef struct ngx_mw_json_arena_s  ngx_mw_json_arena_t;
 ngx_mw_json_arena_t *ngx_http_meta_webhook_json_arena(ngx_pool_t *pool);
 ngx_mw_json_arena_t *ngx_http_meta_webhook_json_use(ngx_mw_json_arena_t *a);
+void ngx_http_meta_webhook_json_exit(void);
 
 /* ngx_http_meta_webhook_shm.c */
 char *ngx_http_meta_webhook_shm_zone(ngx_conf_t *cf,

@@ -277,6 +277,19 @@ ngx_http_meta_webhook_json_arena(ngx_pool_t *pool)
 }
 
 
+void
+ngx_http_meta_webhook_json_exit(void)
+{
+    while (ngx_http_meta_webhook_json_nkept) {
+        ngx_http_meta_webhook_json_arena_free(
+            ngx_http_meta_webhook_json_kept[--ngx_http_meta_webhook_json_nkept],
+            1);
+    }
+
+    ngx_http_meta_webhook_json_kept_size = 0;
+}
+
+
 /* jansson allocates from a (NULL: as before); returns the previous one. */
 
 ngx_mw_json_arena_t *

@@ -48,6 +48,7 @@ static char *ngx_http_meta_webhook_merge_send(ngx_conf_t *cf,
     ngx_http_meta_webhook_loc_conf_t *prev,
     ngx_http_meta_webhook_loc_conf_t *conf);
 static ngx_int_t ngx_http_meta_webhook_init_module(ngx_cycle_t *cycle);
+static void ngx_http_meta_webhook_exit_process(ngx_cycle_t *cycle);
 static void ngx_http_meta_webhook_exit_master(ngx_cycle_t *cycle);
 
 static ngx_int_t ngx_http_meta_webhook_events_variable(ngx_http_request_t *r,
@@ -243,7 +244,7 @@ ngx_module_t  ngx_http_meta_webhook_module = {
     NULL,                                  /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
-    NULL,                                  /* exit process */
+    ngx_http_meta_webhook_exit_process,    /* exit process */
     ngx_http_meta_webhook_exit_master,     /* exit master */
     NGX_MODULE_V1_PADDING
 };
@@ -1348,4 +1349,13 @@ static void
 ngx_http_meta_webhook_exit_master(ngx_cycle_t *cycle)
 {
     curl_global_cleanup();
+}
+
+
+/* a worker's kept JSON arenas (a single process's too), for a clean exit */
+
+static void
+ngx_http_meta_webhook_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_http_meta_webhook_json_exit();
 }
