@@ -838,6 +838,51 @@ ngx_mw_mc_claim(memcached_st *m, ngx_mw_mc_t *mc, ngx_mw_claim_t *c,
 }
 
 
+/*
+ * A contact's record from its value (NULL: absent).  A value that is not
+ * a record of ours reads as an empty contact, started afresh.
+ */
+
+static void
+ngx_mw_mc_contact_value(mw_contact_rec_t *c, const char *value, size_t len)
+{
+    ngx_memzero(c, sizeof(mw_contact_rec_t));
+
+    if (value && mw_contact_decode(c, value, len) != 0) {
+        ngx_memzero(c, sizeof(mw_contact_rec_t));
+    }
+}
+
+
+/* What the send path decides on, from a contact's record. */
+
+static void
+ngx_mw_mc_contact_state(mw_contact_state_t *cs, const mw_contact_rec_t *c)
+{
+    cs->window = c->window;
+    cs->session = c->session;
+    cs->counted = c->counted;
+    cs->optin = c->optin;
+}
+
+
+/* A counter from its value (NULL: absent, 0). */
+
+static int64_t
+ngx_mw_mc_counter_value(const char *value, size_t len)
+{
+    int64_t  n;
+
+    if (value == NULL) {
+        return 0;
+    }
+
+    n = ngx_atoof((u_char *) value, len);
+
+    return n < 0 ? 0 : n;
+}
+
+
 static ngx_int_t
 ngx_mw_mc_contact(memcached_st *m, ngx_mw_contact_op_t *co,
     ngx_mw_mc_value_t *ahead, time_t now, ngx_log_t *log)
@@ -877,6 +922,7 @@ ngx_mw_mc_contact(memcached_st *m, ngx_mw_contact_op_t *co,
             ngx_memcpy(value, ahead->value, len);
 
         } else {
+            len = 0;
             rc = ngx_mw_mc_gets(m, key, value, &len, &cas);
         }
 
@@ -887,13 +933,8 @@ ngx_mw_mc_contact(memcached_st *m, ngx_mw_contact_op_t *co,
             return NGX_ERROR;
         }
 
-        ngx_memzero(&c, sizeof(mw_contact_rec_t));
-
-        if (rc == MEMCACHED_SUCCESS && mw_contact_decode(&c, value, len) != 0)
-        {
-            /* not ours to read: start the contact afresh */
-            ngx_memzero(&c, sizeof(mw_contact_rec_t));
-        }
+        ngx_mw_mc_contact_value(&c, rc == MEMCACHED_SUCCESS ? value : NULL,
+                                len);
 
         if (co->close) {
             if (rc == MEMCACHED_NOTFOUND) {
@@ -1390,10 +1431,7 @@ ngx_mw_mc_read_contact(memcached_st *m, u_char *key, mw_contact_rec_t *c,
     }
 
     *found = 1;
-
-    if (mw_contact_decode(c, value, len) != 0) {
-        ngx_memzero(c, sizeof(mw_contact_rec_t));
-    }
+    ngx_mw_mc_contact_value(c, value, len);
 
     return NGX_OK;
 }
@@ -1411,22 +1449,15 @@ ngx_mw_mc_read_counter(memcached_st *m, u_char *key, int64_t *value)
 
     mw_key_text(text, MW_KEY_COUNTER, key);
 
+    len = 0;
     rc = ngx_mw_mc_gets(m, text, v, &len, &cas);
 
-    if (rc == MEMCACHED_NOTFOUND) {
-        *value = 0;
-        return NGX_OK;
-    }
-
-    if (rc != MEMCACHED_SUCCESS) {
+    if (rc != MEMCACHED_SUCCESS && rc != MEMCACHED_NOTFOUND) {
         return NGX_ERROR;
     }
 
-    *value = ngx_atoof((u_char *) v, len);
-
-    if (*value < 0) {
-        *value = 0;
-    }
+    *value = ngx_mw_mc_counter_value(rc == MEMCACHED_SUCCESS ? v : NULL,
+                                     len);
 
     return NGX_OK;
 }
@@ -1604,23 +1635,13 @@ ngx_mw_mc_read_send(memcached_st *m, ngx_mw_send_op_t *op,
     for (polls = 0; /* void */; polls++) {
 
         if (ngx_mw_mc_read_ahead(m, v, 3, op->log) == NGX_OK) {
-            op->limits.used = v[0].found
-                              ? ngx_atoof((u_char *) v[0].value, v[0].len)
-                              : 0;
-            op->limits.daily_used = v[1].found
-                              ? ngx_atoof((u_char *) v[1].value, v[1].len)
-                              : 0;
-
-            ngx_memzero(c, sizeof(mw_contact_rec_t));
-            *cas = 0;
-
-            if (v[2].found) {
-                *cas = v[2].cas;
-
-                if (mw_contact_decode(c, v[2].value, v[2].len) != 0) {
-                    ngx_memzero(c, sizeof(mw_contact_rec_t));
-                }
-            }
+            op->limits.used = ngx_mw_mc_counter_value(
+                                  v[0].found ? v[0].value : NULL, v[0].len);
+            op->limits.daily_used = ngx_mw_mc_counter_value(
+                                  v[1].found ? v[1].value : NULL, v[1].len);
+            ngx_mw_mc_contact_value(c, v[2].found ? v[2].value : NULL,
+                                    v[2].len);
+            *cas = v[2].found ? v[2].cas : 0;
 
         } else {
             /* one by one, with the failures counted and retried */
@@ -1649,18 +1670,7 @@ ngx_mw_mc_read_send(memcached_st *m, ngx_mw_send_op_t *op,
         ngx_msleep(10);
     }
 
-    if (op->limits.used < 0) {
-        op->limits.used = 0;
-    }
-
-    if (op->limits.daily_used < 0) {
-        op->limits.daily_used = 0;
-    }
-
-    op->cs.window = c->window;
-    op->cs.session = c->session;
-    op->cs.counted = c->counted;
-    op->cs.optin = c->optin;
+    ngx_mw_mc_contact_state(&op->cs, c);
     op->counted = c->counted;
 
     return NGX_OK;
@@ -1902,10 +1912,7 @@ ngx_http_meta_webhook_mc_contact(void *state, u_char *key,
         return NGX_ERROR;
     }
 
-    cs->window = c.window;
-    cs->session = c.session;
-    cs->counted = c.counted;
-    cs->optin = c.optin;
+    ngx_mw_mc_contact_state(cs, &c);
 
     return NGX_OK;
 }
