@@ -49,19 +49,15 @@ mw_contact_expiry(const mw_contact_rec_t *c, int64_t now)
 int
 mw_contact_encode(const mw_contact_rec_t *c, char *buf, size_t size)
 {
-    int  n;
+    int  n, m;
 
-    if (c->pending) {
-        n = snprintf(buf, size, "%lld %lld %lld %d %lld %lld",
-                     (long long) c->window, (long long) c->session,
-                     (long long) c->counted, c->optin,
-                     (long long) c->optin_ts, (long long) c->pending);
+    n = snprintf(buf, size, "%lld %lld %lld %d %lld",
+                 (long long) c->window, (long long) c->session,
+                 (long long) c->counted, c->optin, (long long) c->optin_ts);
 
-    } else {
-        n = snprintf(buf, size, "%lld %lld %lld %d %lld",
-                     (long long) c->window, (long long) c->session,
-                     (long long) c->counted, c->optin,
-                     (long long) c->optin_ts);
+    if (n >= 0 && (size_t) n < size && c->pending) {
+        m = snprintf(buf + n, size - n, " %lld", (long long) c->pending);
+        n = (m < 0) ? -1 : n + m;
     }
 
     return (n < 0 || (size_t) n >= size) ? -1 : n;
