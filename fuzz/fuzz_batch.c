@@ -29,46 +29,12 @@
 
 
 /*
- * jansson's allocator as the nginx glue installs one: its free() takes
- * only what its malloc() returned, so core memory released the wrong way
- * (plain free() of a jansson block, or the reverse) aborts here.
+ * jansson's allocator as the nginx glue installs one, the unit tests' own:
+ * its free() takes only what its malloc() returned, so core memory
+ * released the wrong way (plain free() of a jansson block, or the
+ * reverse) aborts here.
  */
-#define FUZZ_TAG   0x6d776a73u
-
-static void *
-fuzz_malloc(size_t size)
-{
-    unsigned char  *p;
-
-    p = malloc(size + 16);
-    if (p == NULL) {
-        return NULL;
-    }
-
-    *(unsigned *) p = FUZZ_TAG;
-
-    return p + 16;
-}
-
-
-static void
-fuzz_free(void *ptr)
-{
-    unsigned char  *p;
-
-    if (ptr == NULL) {
-        return;
-    }
-
-    p = (unsigned char *) ptr - 16;
-
-    if (*(unsigned *) p != FUZZ_TAG) {
-        abort();
-    }
-
-    *(unsigned *) p = 0;
-    free(p);
-}
+#include "../t/unit/tagged_alloc.h"
 
 
 int
@@ -77,7 +43,7 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
     (void) argc;
     (void) argv;
 
-    json_set_alloc_funcs(fuzz_malloc, fuzz_free);
+    json_set_alloc_funcs(tagged_malloc, tagged_free);
 
     return 0;
 }
