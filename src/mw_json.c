@@ -120,7 +120,7 @@ static size_t
 mw_json_depth_scan(const char *buf, size_t len, size_t max)
 {
     size_t                i, depth;
-    const unsigned char  *p;
+    const unsigned char  *p, *q, *b;
 
     p = (const unsigned char *) buf;
     depth = 0;
@@ -130,14 +130,22 @@ mw_json_depth_scan(const char *buf, size_t len, size_t max)
         switch (p[i]) {
 
         case '"':
-            /* skip the string: most of a payload's bytes are in strings */
-            for (i++; i < len; i++) {
-                if (p[i] == '\\') {
-                    i++;
-                    continue;
+            /*
+             * Most of a payload's bytes are in strings: skip to the next
+             * quote with memchr(), which is escaped only when an odd run
+             * of backslashes precedes it.
+             */
+            for ( ;; ) {
+                q = memchr(p + i + 1, '"', len - i - 1);
+                if (q == NULL) {
+                    return (size_t) -1;
                 }
 
-                if (p[i] == '"') {
+                i = q - p;
+
+                for (b = q; b > p && b[-1] == '\\'; b--) { /* void */ }
+
+                if ((q - b) % 2 == 0) {
                     break;
                 }
             }

@@ -151,6 +151,30 @@ test_depth(void)
     ok(j != NULL && json_is_array(json_object_get(j, "b")),
        "escaped backslash before the closing quote");
     json_decref(j);
+
+    /*
+     * An odd run of backslashes escapes the quote, an even one does not:
+     * the string below ends only at its last quote, so of its brackets
+     * none count, and the 65 real levels after it are refused.
+     */
+    buf = malloc(4096);
+    strcpy(buf, "[\"\\\\\\\"[[[[\\\\\\\\\",");
+    n = strlen(buf);
+    memset(buf + n, '[', 64);
+    memset(buf + n + 64, ']', 65);
+    buf[n + 129] = '\0';
+
+    j = parse(buf, err, sizeof(err));
+    ok(j == NULL, "levels after a string of backslash runs count");
+    is_str(err, "nesting deeper than 64 at byte 79", "counted from byte 0");
+
+    memset(buf + n, '[', 63);
+    memset(buf + n + 63, ']', 64);
+    buf[n + 127] = '\0';
+    j = parse(buf, err, sizeof(err));
+    ok(j != NULL, "64 levels after it parse (%s)", err);
+    json_decref(j);
+    free(buf);
 }
 
 
