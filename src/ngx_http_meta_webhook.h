@@ -369,6 +369,8 @@ void ngx_http_meta_webhook_json_init(void);
 ngx_pool_t *ngx_http_meta_webhook_json_pool(ngx_pool_t *pool);
 typedef struct ngx_mw_json_arena_s  ngx_mw_json_arena_t;
 ngx_mw_json_arena_t *ngx_http_meta_webhook_json_arena(ngx_pool_t *pool);
+ngx_mw_json_arena_t *ngx_http_meta_webhook_json_arena_get(ngx_log_t *log);
+void ngx_http_meta_webhook_json_arena_put(ngx_mw_json_arena_t *a);
 ngx_mw_json_arena_t *ngx_http_meta_webhook_json_use(ngx_mw_json_arena_t *a);
 void ngx_http_meta_webhook_json_exit(void);
 

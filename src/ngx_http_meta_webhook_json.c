@@ -227,7 +227,46 @@ ngx_http_meta_webhook_json_arena_free(ngx_mw_json_arena_t *a,
 static void
 ngx_http_meta_webhook_json_arena_done(void *data)
 {
-    ngx_mw_json_arena_t *a = data;
+    ngx_http_meta_webhook_json_arena_put(data);
+}
+
+
+/*
+ * An arena for one parse, given back with ..._arena_put() once its
+ * document is freed: a worker keeps a few for the next parses.  NULL when
+ * none can be had (jansson then allocates as before).
+ */
+
+ngx_mw_json_arena_t *
+ngx_http_meta_webhook_json_arena_get(ngx_log_t *log)
+{
+    ngx_mw_json_arena_t  *a;
+
+    if (ngx_http_meta_webhook_json_nkept) {
+        a = ngx_http_meta_webhook_json_kept[
+                                      --ngx_http_meta_webhook_json_nkept];
+        ngx_http_meta_webhook_json_kept_size -= a->size;
+
+        return a;
+    }
+
+    a = ngx_alloc(sizeof(ngx_mw_json_arena_t), log);
+    if (a == NULL) {
+        return NULL;
+    }
+
+    ngx_memzero(a, sizeof(ngx_mw_json_arena_t));
+
+    return a;
+}
+
+
+void
+ngx_http_meta_webhook_json_arena_put(ngx_mw_json_arena_t *a)
+{
+    if (a == NULL) {
+        return;
+    }
 
     if (ngx_http_meta_webhook_json_nkept == NGX_MW_JSON_KEPT
         || ngx_http_meta_webhook_json_kept_size + a->size
@@ -256,18 +295,9 @@ ngx_http_meta_webhook_json_arena(ngx_pool_t *pool)
         return NULL;
     }
 
-    if (ngx_http_meta_webhook_json_nkept) {
-        a = ngx_http_meta_webhook_json_kept[
-                                      --ngx_http_meta_webhook_json_nkept];
-        ngx_http_meta_webhook_json_kept_size -= a->size;
-
-    } else {
-        a = ngx_alloc(sizeof(ngx_mw_json_arena_t), pool->log);
-        if (a == NULL) {
-            return NULL;
-        }
-
-        ngx_memzero(a, sizeof(ngx_mw_json_arena_t));
+    a = ngx_http_meta_webhook_json_arena_get(pool->log);
+    if (a == NULL) {
+        return NULL;
     }
 
     cln->handler = ngx_http_meta_webhook_json_arena_done;

@@ -22,6 +22,7 @@
 
 
 #define NGX_MW_RESPONSE_MAX   (1024 * 1024)
+#define NGX_MW_RESPONSE_FIRST 4096
 
 typedef enum {
     NGX_MW_PATH_MESSAGES = 1,
@@ -69,7 +70,6 @@ typedef struct {
     void                       *state;
     ngx_uint_t                  blocking;
 
-    ngx_mw_json_arena_t        *arena;         /* the event loop's JSON */
 
     char                       *url;
     char                       *auth;
@@ -90,6 +90,7 @@ typedef struct {
     int                         curl_rc;
     u_char                     *response;      /* malloc()ed */
     size_t                      response_len;
+    size_t                      response_size;
     ngx_uint_t                  truncated;
     char                        error[CURL_ERROR_SIZE];
 } ngx_mw_send_task_t;
@@ -597,16 +598,23 @@ ngx_http_meta_webhook_send_start(ngx_http_request_t *r)
 
     ngx_memzero(&req, sizeof(mw_send_req_t));
 
-    /* the request's document from an arena: no malloc() per value */
-    arena = ngx_http_meta_webhook_json_arena(r->pool);
+    /*
+     * The request's document from an arena: no malloc() per value.  Only
+     * the normalized contact and the type are used after validation
+     * (copied into req), so the document and its arena go back before
+     * the call: sixteen sends in flight need one arena, not sixteen.
+     */
+    arena = ngx_http_meta_webhook_json_arena_get(r->connection->log);
     prev = ngx_http_meta_webhook_json_use(arena);
 
     rc = mw_send_parse(&req, (const char *) body.data, body.len, &err);
 
     (void) ngx_http_meta_webhook_json_use(prev);
 
+    mw_send_free(&req);
+    ngx_http_meta_webhook_json_arena_put(arena);
+
     if (rc != 0) {
-        mw_send_free(&req);
         ngx_mw_count(mmcf, refused_invalid, 1);
 
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
@@ -618,13 +626,11 @@ ngx_http_meta_webhook_send_start(ngx_http_request_t *r)
 
     task = ngx_thread_task_alloc(r->pool, sizeof(ngx_mw_send_task_t));
     if (task == NULL) {
-        mw_send_free(&req);
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     t = task->ctx;
     t->request = r;
-    t->arena = arena;
 
     mw_key_contact(t->op.contact, (const char *) id.data, id.len,
                    req.contact, ngx_strlen(req.contact));
@@ -633,8 +639,6 @@ ngx_http_meta_webhook_send_start(ngx_http_request_t *r)
     t->op.now = ngx_time();
     t->op.log = r->connection->log;
     ngx_http_meta_webhook_periods(lcf, t->op.now, &t->op);
-
-    mw_send_free(&req);
 
     t->ops = mmcf->ops;
     t->state = mmcf->state;
@@ -1002,19 +1006,42 @@ ngx_http_meta_webhook_curl_write(char *ptr, size_t size, size_t nmemb,
 {
     ngx_mw_send_task_t *t = userdata;
 
-    size_t   n, room;
+    size_t   n, room, want;
     u_char  *p;
 
     n = size * nmemb;
 
-    if (t->response == NULL) {
-        t->response = malloc(NGX_MW_RESPONSE_MAX);
-        if (t->response == NULL) {
-            return 0;
+    /*
+     * Meta's answers are a few hundred bytes: the buffer starts small and
+     * doubles.  A buffer of the largest size on every send came from the
+     * top of the thread's heap, which glibc gave back after each send and
+     * the kernel faulted in again for the next.
+     */
+
+    if (n > t->response_size - t->response_len) {
+
+        want = t->response_size ? t->response_size : NGX_MW_RESPONSE_FIRST;
+
+        while (want < t->response_len + n && want < NGX_MW_RESPONSE_MAX) {
+            want *= 2;
+        }
+
+        if (want > NGX_MW_RESPONSE_MAX) {
+            want = NGX_MW_RESPONSE_MAX;
+        }
+
+        if (want > t->response_size) {
+            p = realloc(t->response, want);
+            if (p == NULL) {
+                return 0;
+            }
+
+            t->response = p;
+            t->response_size = want;
         }
     }
 
-    room = NGX_MW_RESPONSE_MAX - t->response_len;
+    room = t->response_size - t->response_len;
 
     if (n > room) {
         /* an answer this large is not Meta's: keep what fits */
@@ -1048,6 +1075,7 @@ ngx_http_meta_webhook_send_done(ngx_event_t *ev)
 
     free(t->response);
     t->response = NULL;
+    t->response_size = 0;
 
     ngx_http_finalize_request(r, rc);
     ngx_http_run_posted_requests(c);
@@ -1061,7 +1089,7 @@ ngx_http_meta_webhook_send_finish(ngx_http_request_t *r,
     u_char                             *p;
     ngx_int_t                           rc;
     ngx_uint_t                          ok;
-    ngx_mw_json_arena_t                *prev;
+    ngx_mw_json_arena_t                *arena, *prev;
     ngx_http_meta_webhook_main_conf_t  *mmcf;
 
     mmcf = ngx_http_get_module_main_conf(r, ngx_http_meta_webhook_module);
@@ -1138,12 +1166,14 @@ ngx_http_meta_webhook_send_finish(ngx_http_request_t *r,
         ngx_mw_count(mmcf, sends_accepted, 1);
 
         if (!t->blocking) {
-            /* in the event loop: Meta's answer read into the arena */
-            prev = ngx_http_meta_webhook_json_use(t->arena);
+            /* in the event loop: Meta's answer read into an arena */
+            arena = ngx_http_meta_webhook_json_arena_get(r->connection->log);
+            prev = ngx_http_meta_webhook_json_use(arena);
 
             ngx_http_meta_webhook_record_sent(t);
 
             (void) ngx_http_meta_webhook_json_use(prev);
+            ngx_http_meta_webhook_json_arena_put(arena);
         }
 
     } else {

@@ -109,6 +109,32 @@ for my $case ([131026, 400], [100, 400], [190, 401], [130429, 429],
     is $r->status, 502, 'an HTML 502 from the Graph side: 502 passed back';
     is scalar @$req, 1, 'HTML 502: one call, not retried';
 }
+{
+    # answers far larger than Meta's: read in many pieces and passed back
+    # whole up to 1 MB; past that cut, with a warning
+    my $pad = join '', map { chr(97 + $_ % 26) } 1 .. 300_000;
+    my $big = qq({"messaging_product":"whatsapp","contacts":[{"input":"$c1",)
+            . qq("wa_id":"$c1"}],"messages":[{"id":"wamid.HBgLBIG"}],)
+            . qq("padding":"$pad"});
+    $g->set(mode => 'raw', status => 200, body => $big,
+            content_type => 'application/json');
+    my ($r, $req) = sent(text_req($c1, 'a 300 KB answer'));
+    is $r->status, 200, 'a 300 KB answer: 200';
+    ok $r->body eq $big, 'a 300 KB answer: passed back byte for byte'
+        or diag 'got ' . length($r->body) . ' bytes';
+
+    my $mark = $ng->log_mark;
+    $big = '{"padding":"' . ('y' x 1_500_000) . '"}';
+    $g->set(mode => 'raw', status => 200, body => $big,
+            content_type => 'application/json');
+    ($r, $req) = sent(text_req($c1, 'a 1.5 MB answer'));
+    is $r->status, 200, 'a 1.5 MB answer: 200';
+    is length($r->body), 1024 * 1024, 'a 1.5 MB answer: cut to 1 MB';
+    ok substr($big, 0, 1024 * 1024) eq $r->body,
+        'a 1.5 MB answer: its first megabyte';
+    like $ng->wait_error_log(qr/answer was cut to 1048576 bytes/, $mark),
+        qr/answer was cut to 1048576 bytes/, 'a 1.5 MB answer: warned';
+}
 $g->set(mode => 'ok');
 
 # --- validation: every refusal, its status and code, nothing sent
