@@ -15,7 +15,11 @@
 # between F and S is what the module adds.  A benchmark, not a test: exit
 # 0 when everything ran, whatever the numbers; 1 when something could not
 # run.  Knobs (environment):
-#   BENCH_DURATION=5  BENCH_QUIET_WAIT=20
+#   BENCH_DURATION=4  BENCH_QUIET_WAIT=20
+#   BENCH_SEND_ROUNDS=3    rounds of F then S at each level: the summary
+#                          gives each column's median over the rounds and
+#                          the range of +p99 (one run's p99 on a shared
+#                          host is as much the host's as the servers')
 #   BENCH_SEND_THREADS=8   threads of the module's pool (thread_pool mw)
 #   BENCH_SEND_CONNECTIONS="1 4 16"   concurrency levels, one F and one S
 #                          run each (closed loop: a connection sends its
@@ -29,7 +33,8 @@ set -u
 WORK=$(cd "$(dirname "$0")" && pwd)/out/send
 . "$(dirname "$0")/lib.sh"
 
-DURATION=${BENCH_DURATION:-5}
+DURATION=${BENCH_DURATION:-4}
+ROUNDS=${BENCH_SEND_ROUNDS:-3}
 LEVELS=${BENCH_SEND_CONNECTIONS:-1 4 16}
 QUIET=${BENCH_QUIET_WAIT:-20}
 FAKE_CPU=${BENCH_FAKE_CPU-$LOAD_CPU}
@@ -206,6 +211,13 @@ case $P in
 esac
 
 field() { sed -n "s/^RESULT.* $2=\([^ ]*\).*/\1/p" "$WORK/wrk-$1.txt" 2>/dev/null | head -1; }
+rounds() {      # rounds F|S LEVEL FIELD: the rounds' values, sorted
+    for k in $(seq 1 "$ROUNDS"); do field "$1$2r$k" "$3"; done | grep -v '^?*$' | sort -n
+}
+median() {      # median F|S LEVEL FIELD (the lower middle of an even count)
+    rounds "$1" "$2" "$3" | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)] }'
+}
+ms() { awk -v u="$1" 'BEGIN { if (u == "") print "n/a"; else printf "%.3f", u / 1000 }'; }
 
 run_wrk() {     # run_wrk LABEL URL DURATION [CONNECTIONS]
     st0=$(steal_snap)
@@ -220,21 +232,26 @@ LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 run_wrk Fwarm "$FAKE_URL" 1 4
 run_wrk Swarm "$MOD_URL" 1 4
 for nc in $LEVELS; do
+  for k in $(seq 1 "$ROUNDS"); do
     log ""
-    log "=== F, $nc connection(s): fake Graph API directly ($FAKE_URL) ==="
+    log "=== F, $nc connection(s), round $k: fake Graph API directly ($FAKE_URL) ==="
     wait_quiet "$QUIET"
-    run_wrk "F$nc" "$FAKE_URL" "$DURATION" "$nc"
-    grep '^RESULT' "$WORK/wrk-F$nc.txt"
-    log "=== S, $nc connection(s): through meta_webhook_send ($MOD_URL) ==="
+    run_wrk "F${nc}r$k" "$FAKE_URL" "$DURATION" "$nc"
+    grep '^RESULT' "$WORK/wrk-F${nc}r$k.txt"
+    log "=== S, $nc connection(s), round $k: through meta_webhook_send ($MOD_URL) ==="
     wait_quiet "$QUIET"
     k0=$(proc_ticks "$NGX_PID")
-    run_wrk "S$nc" "$MOD_URL" "$DURATION" "$nc"
+    run_wrk "S${nc}r$k" "$MOD_URL" "$DURATION" "$nc"
     k1=$(proc_ticks "$NGX_PID")
     # the module nginx's own CPU time per send (its threads included):
     # steadier than the rate when the host takes time away
-    sed -i "s/^RESULT .*/& cpu_us=$(awk -v t=$((k1 - k0)) -v hz="$HZ" -v n="$(field "S$nc" requests)" \
-        'BEGIN { if (n > 0) printf "%.1f", t / hz * 1e6 / n; else print "?" }')/" "$WORK/wrk-S$nc.txt"
-    grep '^RESULT' "$WORK/wrk-S$nc.txt"
+    sed -i "s/^RESULT .*/& cpu_us=$(awk -v t=$((k1 - k0)) -v hz="$HZ" -v n="$(field "S${nc}r$k" requests)" \
+        'BEGIN { if (n > 0) printf "%.1f", t / hz * 1e6 / n; else print "?" }')/" "$WORK/wrk-S${nc}r$k.txt"
+    # what the module added in this round
+    sed -i "s/^RESULT .*/& add_p99_us=$(awk -v a="$(field "S${nc}r$k" p99_us)" -v b="$(field "F${nc}r$k" p99_us)" \
+        'BEGIN { if (a == "" || b == "") print "?"; else print a - b }')/" "$WORK/wrk-S${nc}r$k.txt"
+    grep '^RESULT' "$WORK/wrk-S${nc}r$k.txt"
+  done
 done
 E1=$(grep -c '\[\(error\|crit\|alert\|emerg\)\]' "$MOD_DIR/logs/error.log" 2>/dev/null)
 log "module nginx error-log lines during the runs: $((E1 - E0))"
@@ -250,31 +267,34 @@ stop_send
     echo "pinning: module nginx on CPU ${SERVER_CPU:-any}, fake Graph nginx on CPU ${FAKE_CPU:-any}, wrk on CPU ${LOAD_CPU:-any}"
     echo "load: wrk -t1 -cN -d${DURATION}s --latency, N in: $LEVELS; POST template send ($(printf '%s' "$BODY" | wc -c) bytes); load average $LOAD0"
     echo ""
-    printf '%5s  %9s %9s %9s %6s   %9s %9s %9s %6s %9s   %9s %6s\n' conns 'F send/s' 'F p50 ms' \
-        'F p99 ms' 'steal' 'S send/s' 'S p50 ms' 'S p99 ms' 'steal' 'S us/send' '+p99 ms' 'S/F'
+    printf '%5s  %9s %9s %9s %6s   %9s %9s %9s %6s %9s   %9s %13s %6s\n' conns 'F send/s' 'F p50 ms' \
+        'F p99 ms' 'steal' 'S send/s' 'S p50 ms' 'S p99 ms' 'steal' 'S us/send' '+p99 ms' '+p99 range' 'S/F'
     for nc in $LEVELS; do
-        printf '%5s  %9s %9s %9s %5s%%   %9s %9s %9s %5s%% %9s   %9s %6s\n' "$nc" \
-            "$(field "F$nc" rps)" \
-            "$(awk -v u="$(field "F$nc" p50_us)" 'BEGIN { printf "%.3f", u / 1000 }')" \
-            "$(awk -v u="$(field "F$nc" p99_us)" 'BEGIN { printf "%.3f", u / 1000 }')" \
-            "$(field "F$nc" steal_pct)" \
-            "$(field "S$nc" rps)" \
-            "$(awk -v u="$(field "S$nc" p50_us)" 'BEGIN { printf "%.3f", u / 1000 }')" \
-            "$(awk -v u="$(field "S$nc" p99_us)" 'BEGIN { printf "%.3f", u / 1000 }')" \
-            "$(field "S$nc" steal_pct)" "$(field "S$nc" cpu_us)" \
-            "$(awk -v a="$(field "S$nc" p99_us)" -v b="$(field "F$nc" p99_us)" 'BEGIN { if (a == "" || b == "") print "n/a"; else printf "%.3f", (a - b) / 1000 }')" \
-            "$(awk -v a="$(field "S$nc" rps)" -v b="$(field "F$nc" rps)" 'BEGIN { if (a > 0 && b > 0) printf "%.2f", a / b; else print "n/a" }')"
+        printf '%5s  %9s %9s %9s %5s%%   %9s %9s %9s %5s%% %9s   %9s %13s %6s\n' "$nc" \
+            "$(median F "$nc" rps)" \
+            "$(ms "$(median F "$nc" p50_us)")" "$(ms "$(median F "$nc" p99_us)")" \
+            "$(median F "$nc" steal_pct)" \
+            "$(median S "$nc" rps)" \
+            "$(ms "$(median S "$nc" p50_us)")" "$(ms "$(median S "$nc" p99_us)")" \
+            "$(median S "$nc" steal_pct)" "$(median S "$nc" cpu_us)" \
+            "$(ms "$(median S "$nc" add_p99_us)")" \
+            "$(ms "$(rounds S "$nc" add_p99_us | head -1)")-$(ms "$(rounds S "$nc" add_p99_us | tail -1)")" \
+            "$(awk -v a="$(median S "$nc" rps)" -v b="$(median F "$nc" rps)" 'BEGIN { if (a > 0 && b > 0) printf "%.2f", a / b; else print "n/a" }')"
     done
     echo ""
-    echo "+p99 = p99 through the module - p99 of the fake alone, at the same concurrency (target <= 1 ms)."
+    echo "Each column is the median of $ROUNDS rounds (F then S at each level, ${DURATION} s each)."
+    echo "+p99 = p99 through the module - p99 of the fake alone, at the same concurrency, in the same round"
+    echo "(target <= 1 ms); its range is the lowest and the highest round."
     echo "At the highest concurrency both run at their maximum rate, and the module's p99 is mostly its queue."
     echo "steal: CPU time the hypervisor took from this VM during the run; well above 0 % makes the p99 the host's, not the servers'."
     for nc in $LEVELS; do
         for t in F S; do
-            n=$(field "$t$nc" non2xx)
-            if [ -n "$n" ] && [ "$n" != 0 ]; then
-                echo "WARNING: $t at $nc connection(s) had $n non-2xx responses"
-            fi
+            for k in $(seq 1 "$ROUNDS"); do
+                n=$(field "$t${nc}r$k" non2xx)
+                if [ -n "$n" ] && [ "$n" != 0 ]; then
+                    echo "WARNING: $t at $nc connection(s), round $k, had $n non-2xx responses"
+                fi
+            done
         done
     done
 } >"$RESULT_FILE"
