@@ -178,6 +178,91 @@ test_depth(void)
 }
 
 
+/*
+ * The depth scan against the plainest reading of the rule, byte by byte:
+ * random texts of quotes, backslashes and brackets, deep enough to cross
+ * the limit, must be refused for depth exactly when the reference says
+ * so, at the same byte.
+ */
+
+static size_t
+ref_depth(const char *p, size_t len, size_t max)
+{
+    size_t  i, depth;
+    int     in_string;
+
+    depth = 0;
+    in_string = 0;
+
+    for (i = 0; i < len; i++) {
+        if (in_string) {
+            if (p[i] == '\\') {
+                i++;
+
+            } else if (p[i] == '"') {
+                in_string = 0;
+            }
+
+            continue;
+        }
+
+        if (p[i] == '"') {
+            in_string = 1;
+
+        } else if (p[i] == '[' || p[i] == '{') {
+            if (++depth > max) {
+                return i;
+            }
+
+        } else if ((p[i] == ']' || p[i] == '}') && depth) {
+            depth--;
+        }
+    }
+
+    return (size_t) -1;
+}
+
+
+static void
+test_depth_reference(void)
+{
+    int          n, bad;
+    char         buf[400], err[128], want[64];
+    size_t       i, len, at;
+    json_t      *j;
+    const char   alphabet[] = "[[[[[[{\"\\]}a";
+
+    srand(20261123);
+    bad = 0;
+
+    for (n = 0; n < 20000 && !bad; n++) {
+        len = 64 + (size_t) rand() % 300;
+
+        for (i = 0; i < len; i++) {
+            buf[i] = alphabet[rand() % (sizeof(alphabet) - 1)];
+        }
+
+        err[0] = '\0';
+        j = mw_json_parse(buf, len, err, sizeof(err));
+        json_decref(j);
+
+        at = ref_depth(buf, len, MW_JSON_MAX_DEPTH);
+
+        if (at == (size_t) -1) {
+            bad = starts(err, "nesting deeper") != 0;
+
+        } else {
+            snprintf(want, sizeof(want), "nesting deeper than %d at byte %zu",
+                     MW_JSON_MAX_DEPTH, at);
+            bad = strcmp(err, want) != 0;
+        }
+    }
+
+    ok(!bad, "depth scan agrees with the byte-by-byte reference on %d "
+       "random texts%s%s", n, bad ? ": " : "", bad ? err : "");
+}
+
+
 static void
 test_strict(void)
 {
@@ -499,6 +584,7 @@ main(void)
 {
     test_basic();
     test_depth();
+    test_depth_reference();
     test_strict();
     test_nul_and_numbers();
     test_reasons();
