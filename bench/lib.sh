@@ -274,3 +274,32 @@ post_line() {   # post_line URL FILE LINE [bad]
         -H 'Content-Type: application/json' -H "X-Hub-Signature-256: sha256=$sig" \
         --data-binary @- "$1"
 }
+
+# perf_tables PERF_DATA LABEL: what bench/profile.sh and bench/send.sh
+# print from a `perf record --call-graph dwarf` of a worker: own time,
+# time including callees, the module's own steps, shared objects.
+perf_tables() {
+    R="perf report -i $1 --stdio --no-header"
+    tidy() {    # drop perf's empty trailing columns, comments and raw addresses
+        grep -v '^#' | grep -v '^$' | grep -v '\] 0x0000' \
+            | sed 's/[[:space:]]*-[[:space:]]*-[[:space:]]*$//'
+    }
+    echo ""
+    echo "=== top functions by own time (self), $2 ==="
+    echo "    (libjansson is stripped: its internals show as addresses, and are"
+    echo "     dropped here; see json_loadb and the by-object table below)"
+    $R --no-children --sort dso,symbol -g none --percent-limit 0.7 2>/dev/null \
+        | tidy | head -40
+    echo ""
+    echo "=== top functions including callees (children) ==="
+    $R --children --sort symbol -g none --percent-limit 2 2>/dev/null \
+        | tidy | head -50
+    echo ""
+    echo "=== the module's own steps, including callees ==="
+    $R --children --sort symbol -g none --percent-limit 0.5 2>/dev/null | tidy \
+        | grep -E '\] (mw_|ngx_mw_|ngx_http_meta_webhook|json_(loadb|decref|delete|dumpb)|HMAC|EVP_|ngx_http_read_client_request_body|ngx_http_send_response|ngx_http_free_request|ngx_destroy_pool|ngx_thread|memcached_|curl_)' \
+        | head -40
+    echo ""
+    echo "=== by shared object ==="
+    $R --no-children --sort dso -g none 2>/dev/null | tidy | head -12
+}

@@ -122,30 +122,7 @@ if [ "$TOOL" = perf ]; then
     PERF_PID=""
     stop_all
 
-    R="perf report -i $WORK/perf.data --stdio --no-header"
-    tidy() {    # drop perf's empty trailing columns, comments and raw addresses
-        grep -v '^#' | grep -v '^$' | grep -v '\] 0x0000' \
-            | sed 's/[[:space:]]*-[[:space:]]*-[[:space:]]*$//'
-    }
-    echo ""
-    echo "=== top functions by own time (self), nginx worker, $MODE load ==="
-    echo "    (libjansson is stripped: its internals show as addresses, and are"
-    echo "     dropped here; see json_loadb and the by-object table below)"
-    $R --no-children --sort dso,symbol -g none --percent-limit 0.7 2>/dev/null \
-        | tidy | head -40
-    echo ""
-    echo "=== top functions including callees (children) ==="
-    $R --children --sort symbol -g none --percent-limit 2 2>/dev/null \
-        | tidy | head -50
-    echo ""
-    echo "=== the module's own steps, including callees ==="
-    $R --children --sort symbol -g none --percent-limit 0.5 2>/dev/null | tidy \
-        | grep -E '\] (mw_|ngx_mw_|ngx_http_meta_webhook|json_(loadb|decref|delete|dumpb)|HMAC|EVP_|ngx_http_read_client_request_body|ngx_http_send_response|ngx_http_free_request|ngx_destroy_pool|ngx_thread|memcached_)' \
-        | head -40
-    echo ""
-    echo "=== by shared object ==="
-    $R --no-children --sort dso -g none 2>/dev/null | tidy | head -12
-    echo ""
+    perf_tables "$WORK/perf.data" "nginx worker, $MODE load"
     echo "raw data: bench/out/profile/perf.data (perf report -i ...)"
 else
     # one process, no master: callgrind follows everything the worker does

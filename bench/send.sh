@@ -27,6 +27,10 @@
 #   BENCH_SEND_PORT=18190   first port tried (the next free ones are used)
 #   BENCH_SERVER_CPU=0 BENCH_LOAD_CPU=1   taskset pinning ("" to disable)
 #   BENCH_FAKE_CPU=<load cpu>             the fake Graph API's core ("" : unpinned)
+#   BENCH_SEND_PROFILE=1   after the rounds, one more S run at the highest
+#                          level under `perf record --call-graph dwarf` of
+#                          the module's worker and its threads; the tables
+#                          go to bench/out/send/profile.txt
 
 set -u
 
@@ -44,7 +48,9 @@ BODY='{"messaging_product":"whatsapp","to":"16505551234","type":"template","temp
 FAKE_REPLY='{"messaging_product":"whatsapp","contacts":[{"input":"16505551234","wa_id":"16505551234"}],"messages":[{"id":"wamid.bench"}]}'
 
 FAKE_PID=""
+PERF_PID=""
 stop_send() {
+    [ -n "$PERF_PID" ] && { stop_pid "$PERF_PID" INT; PERF_PID=""; }
     [ -n "$FAKE_PID" ] && { stop_pid "$FAKE_PID" QUIT; FAKE_PID=""; }
     stop_all
 }
@@ -253,6 +259,27 @@ for nc in $LEVELS; do
     grep '^RESULT' "$WORK/wrk-S${nc}r$k.txt"
   done
 done
+PROFILED=""
+if [ "${BENCH_SEND_PROFILE:-0}" = 1 ]; then
+    nc=$(echo $LEVELS | awk '{ print $NF }')
+    W=$(ps -o pid= --ppid "$NGX_PID" 2>/dev/null | head -1 | tr -d ' ')
+    if command -v perf >/dev/null 2>&1 && [ -n "$W" ]; then
+        log ""
+        log "=== S, $nc connection(s), under perf (worker $W and its threads) ==="
+        wait_quiet "$QUIET"
+        perf record -q -F 1999 --call-graph dwarf,16384 -p "$W" \
+            -o "$WORK/perf.data" >"$WORK/perf-record.log" 2>&1 &
+        PERF_PID=$!
+        sleep 0.5
+        run_wrk "P$nc" "$MOD_URL" "$DURATION" "$nc"
+        stop_pid "$PERF_PID" INT
+        PERF_PID=""
+        PROFILED=$nc
+    else
+        warn "BENCH_SEND_PROFILE: perf (apt linux-perf) or the worker not found"
+    fi
+fi
+
 E1=$(grep -c '\[\(error\|crit\|alert\|emerg\)\]' "$MOD_DIR/logs/error.log" 2>/dev/null)
 log "module nginx error-log lines during the runs: $((E1 - E0))"
 
@@ -302,6 +329,12 @@ log ""
 cat "$RESULT_FILE"
 log ""
 log "written to bench/out/send.txt (raw wrk output in bench/out/send/)"
+if [ -n "$PROFILED" ]; then
+    perf_tables "$WORK/perf.data" \
+        "the module's worker and its threads, $PROFILED sends in flight" \
+        >"$WORK/profile.txt"
+    log "profile at $PROFILED in flight: bench/out/send/profile.txt (raw: bench/out/send/perf.data)"
+fi
 if [ -n "$NOT_RUN" ]; then
     warn "not everything ran:$NOT_RUN"
     exit 1
