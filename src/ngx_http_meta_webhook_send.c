@@ -70,7 +70,6 @@ typedef struct {
     void                       *state;
     ngx_uint_t                  blocking;
 
-
     char                       *url;
     char                       *auth;
     u_char                     *body;

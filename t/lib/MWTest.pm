@@ -712,7 +712,6 @@ sub _kill_all {
     }
 }
 
-
 # --- logs
 
 sub log_mark { -s $_[0]->error_log_file || 0 }
