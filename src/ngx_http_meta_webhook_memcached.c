@@ -866,7 +866,11 @@ ngx_mw_mc_contact_state(mw_contact_state_t *cs, const mw_contact_rec_t *c)
 }
 
 
-/* A counter from its value (NULL: absent, 0). */
+/*
+ * A counter from its value (NULL: absent, 0).  When incr or decr leaves
+ * fewer digits than the value had, memcached rewrites it in place and pads
+ * it with spaces ("10" decremented is "9 "): those are not part of it.
+ */
 
 static int64_t
 ngx_mw_mc_counter_value(const char *value, size_t len)
@@ -875,6 +879,10 @@ ngx_mw_mc_counter_value(const char *value, size_t len)
 
     if (value == NULL) {
         return 0;
+    }
+
+    while (len && value[len - 1] == ' ') {
+        len--;
     }
 
     n = ngx_atoof((u_char *) value, len);

@@ -598,6 +598,32 @@ sub window_via {
         "node B: used $LIMIT");
 }
 
+# --- a counter memcached rewrote with fewer digits: incr and decr work
+#     in place and pad the shorter value with spaces ("16" less 10 is
+#     "6 "); both protocols read it as the number it is
+
+{
+    my $st = status_of($A) // {};
+    my $today = $st->{conversations}{business_initiated_today} // -1;
+    cmp_ok $today, '>', 0, "business-initiated today: $today";
+    my $key = 'mw:n:' . MWTest::Memcached::key_hex('n', 'day',
+        ($st->{conversations}{day_resets_at} // 0) - 86400);
+    my (undef, $at) = $mc->find($key);
+    ok defined $at, 'the day counter is in memcached' or diag $key;
+    $at //= 0;
+    is $mc->command($at, "incr $key 10", qr/\r\n\z/), ($today + 10) . "\r\n",
+        'incr by 10 on the server';
+    is $mc->command($at, "decr $key 10", qr/\r\n\z/), "$today\r\n",
+        'decr by 10 on the server';
+    is $mc->get($at, $key), "$today ", 'memcached padded the value'
+        if $today < 10;
+    for my $n (0, 1) {
+        is((status_of($node[$n]) // {})->{conversations}
+               {business_initiated_today}, $today,
+           "node $n reads the padded counter as $today");
+    }
+}
+
 for my $n (0, 1) {
     unlike $node[$n]->error_log,
         qr/\[(?:alert|emerg|crit)\]|exited on signal|memcached \w+ failed/,
