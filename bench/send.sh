@@ -21,9 +21,15 @@
 #                          the range of +p99 (one run's p99 on a shared
 #                          host is as much the host's as the servers')
 #   BENCH_SEND_THREADS=8   threads of the module's pool (thread_pool mw)
-#   BENCH_SEND_CONNECTIONS="1 4 16"   concurrency levels, one F and one S
-#                          run each (closed loop: a connection sends its
-#                          next request when the answer came)
+#   BENCH_SEND_CONNECTIONS="1 4 16 16p"   concurrency levels, one F and
+#                          one S run each.  N: closed loop, a connection
+#                          sends its next request when the answer came
+#                          (past a few, the module's one worker is
+#                          saturated and its p99 is its queue).  Np: N
+#                          connections, each pausing 0 to 2 x
+#                          BENCH_SEND_PAUSE_MS (default 1, at random)
+#                          after each answer: up to N in flight at a rate
+#                          the worker sustains
 #   BENCH_SEND_PORT=18190   first port tried (the next free ones are used)
 #   BENCH_SERVER_CPU=0 BENCH_LOAD_CPU=1   taskset pinning ("" to disable)
 #   BENCH_FAKE_CPU=<load cpu>             the fake Graph API's core ("" : unpinned)
@@ -39,7 +45,8 @@ WORK=$(cd "$(dirname "$0")" && pwd)/out/send
 
 DURATION=${BENCH_DURATION:-4}
 ROUNDS=${BENCH_SEND_ROUNDS:-3}
-LEVELS=${BENCH_SEND_CONNECTIONS:-1 4 16}
+LEVELS=${BENCH_SEND_CONNECTIONS:-1 4 16 16p}
+PAUSE_MS=${BENCH_SEND_PAUSE_MS:-1}
 QUIET=${BENCH_QUIET_WAIT:-20}
 FAKE_CPU=${BENCH_FAKE_CPU-$LOAD_CPU}
 RESULT_FILE=$OUT/send.txt
@@ -175,6 +182,14 @@ function done(summary, latency, requests)
         e.status, e.connect + e.read + e.write + e.timeout))
 end
 EOF
+# the same, each connection pausing after each answer (levels "Np"):
+# 0 to 2 x PAUSE_MS (wrk counts whole ms), at random so that the
+# connections do not fall into step and arrive as one burst
+{
+    cat "$WORK/post.lua"
+    echo "math.randomseed(os.time())"
+    echo "function delay() return math.random(0, 2 * $PAUSE_MS) end"
+} >"$WORK/paced.lua"
 
 # ------------------------------------------------------------ servers
 
@@ -225,10 +240,18 @@ median() {      # median F|S LEVEL FIELD (the lower middle of an even count)
 }
 ms() { awk -v u="$1" 'BEGIN { if (u == "") print "n/a"; else printf "%.3f", u / 1000 }'; }
 
-run_wrk() {     # run_wrk LABEL URL DURATION [CONNECTIONS]
+conns() { echo "${1%p}"; }    # the connections of a level
+level_text() {
+    case $1 in
+        *p) echo "$(conns "$1") connections pausing ~$PAUSE_MS ms after each answer" ;;
+        *)  echo "$1 connection(s)" ;;
+    esac
+}
+run_wrk() {     # run_wrk LABEL URL DURATION [LEVEL: N or Np]
     st0=$(steal_snap)
-    on_cpu "$LOAD_CPU" timeout $(($3 + 30)) wrk -t1 -c"${4:-1}" -d"$3"s \
-        --timeout 5s --latency -s "$WORK/post.lua" "$2" >"$WORK/wrk-$1.txt" 2>&1 \
+    case ${4:-1} in *p) script=paced.lua ;; *) script=post.lua ;; esac
+    on_cpu "$LOAD_CPU" timeout $(($3 + 30)) wrk -t1 -c"$(conns "${4:-1}")" -d"$3"s \
+        --timeout 5s --latency -s "$WORK/$script" "$2" >"$WORK/wrk-$1.txt" 2>&1 \
         || { warn "wrk for $1 failed"; NOT_RUN="$NOT_RUN $1"; }
     sed -i "s/^RESULT .*/& steal_pct=$(steal_pct "$st0" "$(steal_snap)")/" "$WORK/wrk-$1.txt"
 }
@@ -240,11 +263,11 @@ run_wrk Swarm "$MOD_URL" 1 4
 for nc in $LEVELS; do
   for k in $(seq 1 "$ROUNDS"); do
     log ""
-    log "=== F, $nc connection(s), round $k: fake Graph API directly ($FAKE_URL) ==="
+    log "=== F, $(level_text "$nc"), round $k: fake Graph API directly ($FAKE_URL) ==="
     wait_quiet "$QUIET"
     run_wrk "F${nc}r$k" "$FAKE_URL" "$DURATION" "$nc"
     grep '^RESULT' "$WORK/wrk-F${nc}r$k.txt"
-    log "=== S, $nc connection(s), round $k: through meta_webhook_send ($MOD_URL) ==="
+    log "=== S, $(level_text "$nc"), round $k: through meta_webhook_send ($MOD_URL) ==="
     wait_quiet "$QUIET"
     k0=$(proc_ticks "$NGX_PID")
     run_wrk "S${nc}r$k" "$MOD_URL" "$DURATION" "$nc"
@@ -261,11 +284,11 @@ for nc in $LEVELS; do
 done
 PROFILED=""
 if [ "${BENCH_SEND_PROFILE:-0}" = 1 ]; then
-    nc=$(echo $LEVELS | awk '{ print $NF }')
+    nc=$(echo $LEVELS | tr ' ' '\n' | grep -v p | tail -1)
     W=$(ps -o pid= --ppid "$NGX_PID" 2>/dev/null | head -1 | tr -d ' ')
     if command -v perf >/dev/null 2>&1 && [ -n "$W" ]; then
         log ""
-        log "=== S, $nc connection(s), under perf (worker $W and its threads) ==="
+        log "=== S, $(level_text "$nc"), under perf (worker $W and its threads) ==="
         wait_quiet "$QUIET"
         perf record -q -F 1999 --call-graph dwarf,16384 -p "$W" \
             -o "$WORK/perf.data" >"$WORK/perf-record.log" 2>&1 &
@@ -312,14 +335,17 @@ stop_send
     echo "Each column is the median of $ROUNDS rounds (F then S at each level, ${DURATION} s each)."
     echo "+p99 = p99 through the module - p99 of the fake alone, at the same concurrency, in the same round"
     echo "(target <= 1 ms); its range is the lowest and the highest round."
-    echo "At the highest concurrency both run at their maximum rate, and the module's p99 is mostly its queue."
+    echo "N: closed loop, a connection sends its next request as soon as the answer came; at the highest N"
+    echo "both run at their maximum rate, and the module's p99 is mostly its queue."
+    echo "Np: N connections, each pausing 0-$((2 * PAUSE_MS)) ms (at random) after each answer: up to N sends in flight at a rate"
+    echo "the module's one worker sustains (its p99 is its own latency, not its queue)."
     echo "steal: CPU time the hypervisor took from this VM during the run; well above 0 % makes the p99 the host's, not the servers'."
     for nc in $LEVELS; do
         for t in F S; do
             for k in $(seq 1 "$ROUNDS"); do
                 n=$(field "$t${nc}r$k" non2xx)
                 if [ -n "$n" ] && [ "$n" != 0 ]; then
-                    echo "WARNING: $t at $nc connection(s), round $k, had $n non-2xx responses"
+                    echo "WARNING: $t at $(level_text "$nc"), round $k, had $n non-2xx responses"
                 fi
             done
         done
