@@ -10,7 +10,7 @@
  *
  * Run:
  *
- *   build/core_bench [-n SINGLE] [-m BATCHES] [-r ROUNDS] [-a]
+ *   build/core_bench [-n SINGLE] [-m BATCHES] [-r ROUNDS] [-a] [-f]
  *       [-s | -b] [-p | -d]
  *
  *   -n  single-message deliveries per round (default 200000)
@@ -19,6 +19,8 @@
  *   -a  give jansson an arena allocator (json_set_alloc_funcs) that frees
  *       a whole delivery at once, as the nginx glue can with a request's
  *       pool; the batch is then released with mw_batch_drop()
+ *   -f  parse with the fast reader first (MW_JSON_FAST, the glue's
+ *       meta_webhook_json_reader fast)
  *   -s  only the single-message cases; -b only the batch cases
  *   -p  only the parse cases; -d only the parse+dump cases
  *
@@ -262,7 +264,8 @@ bench_make(bench_doc_t *d, size_t first, size_t updates)
  * the instructions hardly do.  -1 where perf events are not available
  * (a container, perf_event_paranoid 3).
  */
-static int  bench_fd = -1;
+static int       bench_fd = -1;
+static unsigned  bench_opts;       /* -f: MW_JSON_FAST */
 
 
 static void
@@ -321,7 +324,7 @@ bench_one(const bench_doc_t *d, const mw_quarantine_conf_t *qc, int dump,
     json_free_t     jfree;
     json_malloc_t   jmalloc;
 
-    rc = mw_batch_parse(&b, d->buf, d->len, qc, BENCH_NOW);
+    rc = mw_batch_parse(&b, d->buf, d->len, bench_opts, qc, BENCH_NOW);
 
     if (rc != MW_BATCH_OK) {
         fprintf(stderr, "core-bench: parse failed: %s\n", b.error);
@@ -437,7 +440,7 @@ main(int argc, char **argv)
     only = 0;
     what = 0;
 
-    while ((c = getopt(argc, argv, "n:m:r:asbpd")) != -1) {
+    while ((c = getopt(argc, argv, "n:m:r:afsbpd")) != -1) {
         switch (c) {
         case 'n':
             nsingle = strtoul(optarg, NULL, 10);
@@ -451,6 +454,9 @@ main(int argc, char **argv)
         case 'a':
             use_arena = 1;
             break;
+        case 'f':
+            bench_opts = MW_JSON_FAST;
+            break;
         case 's':
             only = 's';
             break;
@@ -463,7 +469,7 @@ main(int argc, char **argv)
             break;
         default:
             fprintf(stderr, "usage: core_bench [-n N] [-m M] [-r R] [-a] "
-                            "[-s|-b] [-p|-d]\n");
+                            "[-f] [-s|-b] [-p|-d]\n");
             return 2;
         }
     }

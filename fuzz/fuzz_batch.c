@@ -88,7 +88,12 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     qc.match = fuzz_match;
 
     /* the first byte chooses whether quarantine is on at all */
+    /*
+     * the first byte chooses whether quarantine is on at all, and whether
+     * the fast reader goes first
+     */
     rc = mw_batch_parse(&b, (const char *) data, size,
+                        (size && (data[0] & 2)) ? MW_JSON_FAST : 0,
                         (size && (data[0] & 1)) ? &qc : NULL, FUZZ_NOW);
 
     if (rc != MW_BATCH_OK) {

@@ -223,8 +223,19 @@ int mw_iban_valid(const char *s, size_t n);   /* compact form, no spaces */
  * when an allocation failed (except inside a string, which jansson
  * reports as an invalid token: "not JSON").
  */
-json_t *mw_json_parse(const char *buf, size_t len, char *err,
+json_t *mw_json_parse(const char *buf, size_t len, unsigned opts, char *err,
     size_t errlen);
+
+/*
+ * opts: MW_JSON_FAST tries mw_json_fast() first.  It builds what
+ * json_loadb() would, through jansson's constructors, for objects, arrays,
+ * strings, integers of up to 18 digits, true, false and null, and returns
+ * NULL for anything else (reals, invalid input, ...), which jansson then
+ * parses or refuses as without it.
+ */
+#define MW_JSON_FAST         0x01
+
+json_t *mw_json_fast(const char *buf, size_t len);
 
 /* err after an allocation failure: a retry may succeed, unlike the rest */
 #define MW_JSON_ENOMEM       "out of memory"
@@ -339,7 +350,7 @@ typedef struct {
  * with mw_batch_free() whatever the result, or with mw_batch_drop().
  */
 int mw_batch_parse(mw_batch_t *b, const char *buf, size_t len,
-    const mw_quarantine_conf_t *qc, int64_t now);
+    unsigned opts, const mw_quarantine_conf_t *qc, int64_t now);
 void mw_batch_free(mw_batch_t *b);
 
 /*

@@ -249,7 +249,7 @@ mw_out_ch(mw_out_t *o, char c)
 
 
 int
-mw_batch_parse(mw_batch_t *b, const char *buf, size_t len,
+mw_batch_parse(mw_batch_t *b, const char *buf, size_t len, unsigned opts,
     const mw_quarantine_conf_t *qc, int64_t now)
 {
     int        rc;
@@ -258,7 +258,7 @@ mw_batch_parse(mw_batch_t *b, const char *buf, size_t len,
     memset(b, 0, sizeof(mw_batch_t));
 
     b->len = len;
-    b->root = mw_json_parse(buf, len, b->error, sizeof(b->error));
+    b->root = mw_json_parse(buf, len, opts, b->error, sizeof(b->error));
 
     if (b->root == NULL) {
         return strcmp(b->error, MW_JSON_ENOMEM) == 0 ? MW_BATCH_ENOMEM

@@ -91,7 +91,7 @@ mw_send_parse(mw_send_req_t *req, const char *buf, size_t len,
     memset(req, 0, sizeof(*req));
     memset(err, 0, sizeof(*err));
 
-    root = mw_json_parse(buf, len, reason, sizeof(reason));
+    root = mw_json_parse(buf, len, 0, reason, sizeof(reason));
 
     if (root == NULL) {
         if (strcmp(reason, MW_JSON_ENOMEM) == 0) {

@@ -273,6 +273,7 @@ typedef struct {
 
     time_t                      claim_timeout;
     time_t                      dedupe_ttl;
+    ngx_uint_t                  json_opts;     /* MW_JSON_*, or UNSET */
 
     /* the send path */
     ngx_flag_t                  send;

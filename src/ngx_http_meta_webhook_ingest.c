@@ -568,7 +568,7 @@ ngx_http_meta_webhook_ingest(ngx_http_request_t *r,
                                ngx_http_meta_webhook_json_arena(r->pool));
 
     rc = mw_batch_parse(&ctx->batch, (const char *) body.data, body.len,
-                        &lcf->qconf, (int64_t) ngx_time());
+                        lcf->json_opts, &lcf->qconf, (int64_t) ngx_time());
 
     (void) ngx_http_meta_webhook_json_use(arena);
     (void) ngx_http_meta_webhook_json_pool(pool);

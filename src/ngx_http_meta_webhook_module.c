@@ -59,6 +59,17 @@ static ngx_int_t ngx_http_meta_webhook_count_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 
 
+/*
+ * "fast": the core's reader first, jansson for whatever it does not take
+ * (src/mw_json.c); "jansson": json_loadb() alone.
+ */
+static ngx_conf_enum_t  ngx_http_meta_webhook_json_readers[] = {
+    { ngx_string("fast"), MW_JSON_FAST },
+    { ngx_string("jansson"), 0 },
+    { ngx_null_string, 0 }
+};
+
+
 static ngx_command_t  ngx_http_meta_webhook_commands[] = {
 
     { ngx_string("meta_webhook_state"),
@@ -123,6 +134,13 @@ static ngx_command_t  ngx_http_meta_webhook_commands[] = {
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
       NULL },
+
+    { ngx_string("meta_webhook_json_reader"),
+      NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_meta_webhook_loc_conf_t, json_opts),
+      &ngx_http_meta_webhook_json_readers },
 
     { ngx_string("meta_webhook_claim_timeout"),
       NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
@@ -476,6 +494,7 @@ ngx_http_meta_webhook_create_loc_conf(ngx_conf_t *cf)
     lcf->detectors = NGX_CONF_UNSET_UINT;
     lcf->claim_timeout = NGX_CONF_UNSET;
     lcf->dedupe_ttl = NGX_CONF_UNSET;
+    lcf->json_opts = NGX_CONF_UNSET_UINT;
 
     lcf->send = NGX_CONF_UNSET;
     lcf->conversation_limit = NGX_CONF_UNSET;
@@ -513,6 +532,8 @@ ngx_http_meta_webhook_merge_loc_conf(ngx_conf_t *cf, void *parent,
                               MW_DETECT_ALL);
     ngx_conf_merge_sec_value(conf->claim_timeout, prev->claim_timeout, 60);
     ngx_conf_merge_sec_value(conf->dedupe_ttl, prev->dedupe_ttl, 8 * 86400);
+    ngx_conf_merge_uint_value(conf->json_opts, prev->json_opts,
+                              MW_JSON_FAST);
 
     if (conf->secret_file.len == 0) {
         conf->secret_file = prev->secret_file;

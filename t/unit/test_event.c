@@ -45,6 +45,7 @@ static const mw_quarantine_conf_t  *qconf;
  */
 static const mw_batch_t  *cur;
 static json_t            *held;
+static unsigned           popts;         /* mw_batch_parse() opts */
 
 
 static const char *
@@ -69,7 +70,7 @@ parse(mw_batch_t *b, const char *s)
     j = sq(s);
     json_array_clear(held);
     cur = b;
-    return mw_batch_parse(b, j, strlen(j), qconf, NOW);
+    return mw_batch_parse(b, j, strlen(j), popts, qconf, NOW);
 }
 
 
@@ -699,7 +700,7 @@ test_big_batch(void)
 
     json_array_clear(held);
     cur = &b;
-    rc = mw_batch_parse(&b, buf, n, NULL, NOW);
+    rc = mw_batch_parse(&b, buf, n, popts, NULL, NOW);
     is_int(rc, MW_BATCH_OK, "1000: parse");
     is_int(b.nupdates, 1000, "1000: every update");
     is_str(str(&b.updates[999], "id"), "wamid.999", "1000: last id");
@@ -803,7 +804,7 @@ test_shape(void)
     /* a malformed body after the depth bound and the UTF-8 check */
     buf = malloc(100001);
     memset(buf, '[', 100000);
-    rc = mw_batch_parse(&b, buf, 100000, NULL, NOW);
+    rc = mw_batch_parse(&b, buf, 100000, popts, NULL, NOW);
     is_int(rc, MW_BATCH_EJSON, "100000 brackets: EJSON");
     is_str(b.error, "nesting deeper than 64 at byte 64",
            "100000 brackets: reason");
@@ -1416,7 +1417,8 @@ test_golden(void)
 
     json_array_clear(held);
     cur = &b;
-    rc = mw_batch_parse(&b, golden_in, sizeof(golden_in) - 1, &qc, NOW);
+    rc = mw_batch_parse(&b, golden_in, sizeof(golden_in) - 1, popts, &qc,
+                        NOW);
     is_int(rc, MW_BATCH_OK, "golden: parses");
     is_int(b.nupdates, 11, "golden: eleven updates");
 
@@ -1531,20 +1533,26 @@ main(void)
     json_set_alloc_funcs(tagged_malloc, tagged_free);
 
     held = json_array();
-    test_text();
-    test_types();
-    test_related();
-    test_statuses();
-    test_mixed();
-    test_big_batch();
-    test_shape();
-    test_values();
-    test_contacts();
-    test_malformed_items();
-    test_quarantine();
-    test_optin();
-    test_golden();
-    test_ids();
+
+    /* everything twice: with jansson alone, then with the fast reader */
+    for (popts = 0; popts <= MW_JSON_FAST; popts += MW_JSON_FAST) {
+        printf("# parsing with%s the fast reader\n",
+               popts ? "" : "out");
+        test_text();
+        test_types();
+        test_related();
+        test_statuses();
+        test_mixed();
+        test_big_batch();
+        test_shape();
+        test_values();
+        test_contacts();
+        test_malformed_items();
+        test_quarantine();
+        test_optin();
+        test_golden();
+        test_ids();
+    }
 
     json_decref(held);
     is_int(tagged_live, 0, "every jansson allocation released");

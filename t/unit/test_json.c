@@ -23,7 +23,7 @@ now_sec(void)
 static json_t *
 parse(const char *s, char *err, size_t errlen)
 {
-    return mw_json_parse(s, strlen(s), err, errlen);
+    return mw_json_parse(s, strlen(s), 0, err, errlen);
 }
 
 
@@ -51,11 +51,11 @@ test_basic(void)
     ok(j != NULL && json_is_integer(j), "a scalar document is JSON");
     json_decref(j);
 
-    j = mw_json_parse("", 0, err, sizeof(err));
+    j = mw_json_parse("", 0, 0, err, sizeof(err));
     ok(j == NULL, "empty input refused");
     is_str(err, "empty body", "empty input reason");
 
-    j = mw_json_parse(NULL, 0, err, sizeof(err));
+    j = mw_json_parse(NULL, 0, 0, err, sizeof(err));
     ok(j == NULL, "NULL input refused");
 
     j = parse("{\"a\":1} x", err, sizeof(err));
@@ -91,7 +91,7 @@ test_depth(void)
     buf[n] = '\0';
 
     t0 = now_sec();
-    j = mw_json_parse(buf, n, err, sizeof(err));
+    j = mw_json_parse(buf, n, 0, err, sizeof(err));
     t1 = now_sec();
 
     ok(j == NULL, "100000 nested brackets refused");
@@ -106,7 +106,7 @@ test_depth(void)
     }
     buf[n] = '\0';
 
-    j = mw_json_parse(buf, n, err, sizeof(err));
+    j = mw_json_parse(buf, n, 0, err, sizeof(err));
     ok(j == NULL, "20000 nested objects refused");
     ok(starts(err, "nesting deeper than 64"), "object depth reason: %s",
        err);
@@ -243,7 +243,7 @@ test_depth_reference(void)
         }
 
         err[0] = '\0';
-        j = mw_json_parse(buf, len, err, sizeof(err));
+        j = mw_json_parse(buf, len, 0, err, sizeof(err));
         json_decref(j);
 
         at = ref_depth(buf, len, MW_JSON_MAX_DEPTH);
@@ -298,7 +298,7 @@ test_strict(void)
     ok(starts(err, "\\u0000 in an object key at byte "), "key NUL: %s",
        err);
 
-    j = mw_json_parse("{\"a\":\"x\0y\"}", 11, err, sizeof(err));
+    j = mw_json_parse("{\"a\":\"x\0y\"}", 11, 0, err, sizeof(err));
     ok(j == NULL, "raw NUL byte refused");
 
     /* a short err buffer is filled, not overrun */
@@ -491,7 +491,7 @@ test_reasons(void)
     };
 
     for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        j = mw_json_parse(cases[i].json, cases[i].len, err, sizeof(err));
+        j = mw_json_parse(cases[i].json, cases[i].len, 0, err, sizeof(err));
         ok(j == NULL, "reason #%zu: refused", i);
         is_str(err, cases[i].reason, "reason #%zu", i);
         json_decref(j);
@@ -529,7 +529,7 @@ parse_failing(const char *doc, size_t *nomem, size_t *other)
         json_set_alloc_funcs(failing_malloc, free);
         fail_after = n;
 
-        j = mw_json_parse(doc, strlen(doc), err, sizeof(err));
+        j = mw_json_parse(doc, strlen(doc), 0, err, sizeof(err));
 
         json_set_alloc_funcs(malloc, free);
 
