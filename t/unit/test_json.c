@@ -1,5 +1,8 @@
 /*
- * mw_json_parse(): the bounds and the error reasons.
+ * mw_json_parse(): the bounds and the error reasons, with jansson alone and
+ * with the fast reader first (every case runs both ways, with the same
+ * expectations); then the fast reader itself: what it takes is exactly
+ * what json_loadb() builds, and what it does not take is jansson's.
  */
 
 #include <stdlib.h>
@@ -20,10 +23,13 @@ now_sec(void)
 }
 
 
+static unsigned  popts;         /* mw_json_parse() opts of this pass */
+
+
 static json_t *
 parse(const char *s, char *err, size_t errlen)
 {
-    return mw_json_parse(s, strlen(s), 0, err, errlen);
+    return mw_json_parse(s, strlen(s), popts, err, errlen);
 }
 
 
@@ -529,7 +535,7 @@ parse_failing(const char *doc, size_t *nomem, size_t *other)
         json_set_alloc_funcs(failing_malloc, free);
         fail_after = n;
 
-        j = mw_json_parse(doc, strlen(doc), 0, err, sizeof(err));
+        j = mw_json_parse(doc, strlen(doc), popts, err, sizeof(err));
 
         json_set_alloc_funcs(malloc, free);
 
@@ -579,16 +585,262 @@ test_nomem(void)
 }
 
 
+/* ---------------------------------------------------------------------- */
+/* the fast reader                                                         */
+
+#define JFLAGS  (JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL | JSON_DECODE_ANY)
+
+
+/*
+ * Whether the reader's value for doc is jansson's: equal, and dumped the
+ * same (same key order).  NULL from the reader is "jansson's": 2.
+ */
+static int
+same_as_jansson(const char *doc, size_t len)
+{
+    int            rc;
+    char          *a, *b;
+    json_t        *fast, *ref;
+    json_error_t   e;
+
+    fast = mw_json_fast(doc, len);
+    if (fast == NULL) {
+        return 2;
+    }
+
+    ref = json_loadb(doc, len, JFLAGS, &e);
+
+    rc = 0;
+
+    if (ref && json_equal(fast, ref)) {
+        a = json_dumps(fast, JSON_ENCODE_ANY);
+        b = json_dumps(ref, JSON_ENCODE_ANY);
+        rc = (a && b && strcmp(a, b) == 0);
+        free(a);
+        free(b);
+    }
+
+    json_decref(fast);
+    json_decref(ref);
+
+    return rc;
+}
+
+
+static void
+test_fast_takes(void)
+{
+    size_t  i;
+    char    deep[2 * MW_JSON_MAX_DEPTH + 1];
+
+    /* each with its length: some hold a NUL */
+    static const struct {
+        const char  *json;
+        size_t       len;
+    } cases[] = {
+#define C(s)  { s, sizeof(s) - 1 }
+        C("{}"), C("[]"), C("\"\""), C("0"), C("-0"), C("true"),
+        C("false"), C("null"), C(" \t\r\n{ \"a\" :\n[ 1 , 2 ] }\n "),
+        C("[0,-1,7,123456789012345678,-123456789012345678]"),
+        C("{\"a\":{\"b\":[true,false,null,{},[]]},\"c\":\"d\"}"),
+        C("\"a\\\"b\\\\c\\/d\\b\\f\\n\\r\\te\""),
+        C("\"\\u00e9\\u20AC\\ud83d\\ude0a\\u0041\\u007f\\u0080\\u07ff"
+          "\\u0800\\uffff\\udbff\\udfff\""),
+        C("\"x\\u0000y\""),
+        C("\"\303\251 \342\202\254 \360\237\230\212 \364\217\277\277\""),
+        C("\"\302\200\337\277\340\240\200\355\237\277\356\200\200\""),
+        C("{\"k\\u00e9y\":1,\"k\\n\":2,\"a\\\"\":3,\"\303\251\":4}"),
+        C("{\"b\":1,\"a\":2,\"c\":{\"z\":1,\"y\":2}}"),
+        C("{\"a\":\"\\\\\",\"b\":\"\\\"\"}"),
+        C("[\"long string with an escape at the end \\n\","
+          "\"and one\\tin\\tthe middle\",\"none\"]"),
+        C("{\"object\":\"whatsapp_business_account\",\"entry\":[{\"id\":"
+          "\"1\",\"changes\":[{\"value\":{\"messaging_product\":"
+          "\"whatsapp\",\"messages\":[{\"from\":\"16505551234\",\"id\":"
+          "\"wamid.x\",\"timestamp\":\"1700000000\",\"text\":{\"body\":"
+          "\"Ol\\u00e1 https:\\/\\/example.com\"},\"type\":\"text\"}]},"
+          "\"field\":\"messages\"}]}]}"),
+#undef C
+    };
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        is_int(same_as_jansson(cases[i].json, cases[i].len), 1,
+               "fast reader takes case %zu, as jansson builds it", i);
+    }
+
+    /* exactly the depth bound: still the reader's */
+    for (i = 0; i < MW_JSON_MAX_DEPTH; i++) {
+        deep[i] = '[';
+        deep[2 * MW_JSON_MAX_DEPTH - 1 - i] = ']';
+    }
+    deep[2 * MW_JSON_MAX_DEPTH] = '\0';
+
+    is_int(same_as_jansson(deep, 2 * MW_JSON_MAX_DEPTH), 1,
+           "fast reader takes nesting of exactly %d", MW_JSON_MAX_DEPTH);
+}
+
+
+/*
+ * What the reader leaves to jansson: valid input jansson builds (the same
+ * result through mw_json_parse() either way), and invalid input jansson
+ * refuses (the same reason either way).
+ */
+static void
+test_fast_leaves(void)
+{
+    char     e0[128], e1[128], *a, *b, deep[2 * MW_JSON_MAX_DEPTH + 3];
+    size_t   i;
+    json_t  *j0, *j1, *f;
+
+    static const struct {
+        const char  *json;
+        size_t       len;
+    } cases[] = {
+#define C(s)  { s, sizeof(s) - 1 }
+        /* valid, but not the reader's */
+        C("1.5"), C("[1e3]"), C("{\"a\":-2.5E-3}"), C("0.0"),
+        C("1234567890123456789"), C("-9223372036854775808"),
+        C("[99999999999999999999]"), C("{\"lat\":37.48,\"n\":1}"),
+        /* invalid */
+        C("\"\\ud800\""), C("\"\\udc00\""), C("\"\\ud800\\u0041\""),
+        C("\"\\ud800x\""), C("{\"a\":1,\"a\":2}"), C("{\"\\u0000\":1}"),
+        C("[1,]"), C("{\"a\":1,}"), C("{,}"), C("[,1]"), C("01"),
+        C("-"), C("-a"), C("tru"), C("nul"), C("falsey"), C("[1 2]"),
+        C("\"\\x\""), C("\"\\u12\""), C("\"\\u12g4\""), C("\"abc"),
+        C("\"a\001\""), C("\"a\nb\""), C("[\"\000\"]"), C("\000"),
+        C("\"\300\200\""), C("\"\340\200\200\""), C("\"\355\240\200\""),
+        C("\"\364\220\200\200\""), C("\"\365\200\200\200\""),
+        C("\"\200\""), C("\"\303\""), C("\"\342\202\""), C("\"\377\""),
+        C("{} x"), C("{}{}"), C("[1]]"), C("{\"a\" 1}"), C("{\"a\":}"),
+        C("{1:2}"), C("\357\273\277{}"), C("[1,2"), C("{\"a\":1"),
+        C("'a'"), C("[NaN]"), C("[+1]"), C("[.5]"), C("[1.]"),
+#undef C
+    };
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        f = mw_json_fast(cases[i].json, cases[i].len);
+        ok(f == NULL, "fast reader leaves case %zu to jansson", i);
+        json_decref(f);
+
+        j0 = mw_json_parse(cases[i].json, cases[i].len, 0, e0, sizeof(e0));
+        j1 = mw_json_parse(cases[i].json, cases[i].len, MW_JSON_FAST, e1,
+                           sizeof(e1));
+
+        if (j0 == NULL || j1 == NULL) {
+            ok(j0 == NULL && j1 == NULL && strcmp(e0, e1) == 0,
+               "case %zu: the same refusal either way (%s)", i, e0);
+
+        } else {
+            a = json_dumps(j0, JSON_ENCODE_ANY);
+            b = json_dumps(j1, JSON_ENCODE_ANY);
+            ok(json_equal(j0, j1) && a && b && strcmp(a, b) == 0,
+               "case %zu: the same value either way", i);
+            free(a);
+            free(b);
+        }
+
+        json_decref(j0);
+        json_decref(j1);
+    }
+
+    /* one level too deep: jansson's, and refused the same way */
+    for (i = 0; i < MW_JSON_MAX_DEPTH + 1; i++) {
+        deep[i] = '[';
+        deep[2 * MW_JSON_MAX_DEPTH + 1 - i] = ']';
+    }
+    deep[2 * MW_JSON_MAX_DEPTH + 2] = '\0';
+
+    f = mw_json_fast(deep, strlen(deep));
+    ok(f == NULL, "fast reader leaves nesting of %d to jansson",
+       MW_JSON_MAX_DEPTH + 1);
+    json_decref(f);
+
+    j1 = mw_json_parse(deep, strlen(deep), MW_JSON_FAST, e1, sizeof(e1));
+    ok(j1 == NULL && starts(e1, "nesting deeper than"),
+       "too deep with the fast reader: refused (%s)", e1);
+    json_decref(j1);
+}
+
+
+/*
+ * Mutations of a Meta-shaped document, byte by byte, with the characters
+ * that matter to a JSON reader: whatever the reader takes must be what
+ * jansson builds.  Deterministic (a fixed seed), so that a failure
+ * repeats; fuzz/fuzz_json.c does the same at length.
+ */
+static void
+test_fast_mutations(void)
+{
+    char           buf[1024];
+    size_t         i, k, len, taken, wrong;
+    uint32_t       seed;
+
+    static const char  base[] =
+        "{\"object\":\"whatsapp_business_account\",\"entry\":[{\"id\":\"10\","
+        "\"changes\":[{\"value\":{\"contacts\":[{\"profile\":{\"name\":"
+        "\"Jo\\u00e3o \\ud83d\\ude0a\"},\"wa_id\":\"16505551234\"}],"
+        "\"messages\":[{\"from\":\"16505551234\",\"id\":\"wamid.A\\/B\","
+        "\"timestamp\":\"1700000000\",\"text\":{\"body\":\"Hi\\n\\\"x\\\" "
+        "\303\251\"},\"type\":\"text\",\"n\":[0,-12,345,true,null]}]},"
+        "\"field\":\"messages\"}]}]}";
+
+    static const char  alphabet[] =
+        "{}[]:,\"\\/ \t\nu0123456789abcdefABCDEF.-+eEtrunlsx\000\001\177"
+        "\200\277\300\303\340\355\360\364\365\377";
+
+    seed = 20261123;
+    taken = 0;
+    wrong = 0;
+
+    for (i = 0; i < 20000; i++) {
+        len = sizeof(base) - 1;
+        memcpy(buf, base, len);
+
+        for (k = 0; k < 1 + i % 3; k++) {
+            seed = seed * 1103515245 + 12345;
+            buf[(seed >> 8) % len] =
+                alphabet[(seed >> 20) % (sizeof(alphabet) - 1)];
+        }
+
+        switch (same_as_jansson(buf, len)) {
+        case 0:
+            if (wrong++ < 5) {
+                printf("#   differs from jansson: %.*s\n", (int) len, buf);
+            }
+            break;
+        case 1:
+            taken++;
+            break;
+        default:
+            break;
+        }
+    }
+
+    is_int(wrong, 0, "20000 mutations: nothing the reader took differs "
+           "from jansson's value");
+    ok(taken > 1000 && taken < 20000, "the reader took some (%zu), left "
+       "the rest to jansson", taken);
+}
+
+
 int
 main(void)
 {
-    test_basic();
-    test_depth();
-    test_depth_reference();
-    test_strict();
-    test_nul_and_numbers();
-    test_reasons();
-    test_nomem();
+    /* every case with jansson alone, then with the fast reader first */
+    for (popts = 0; popts <= MW_JSON_FAST; popts += MW_JSON_FAST) {
+        printf("# parsing with%s the fast reader\n", popts ? "" : "out");
+        test_basic();
+        test_depth();
+        test_depth_reference();
+        test_strict();
+        test_nul_and_numbers();
+        test_reasons();
+        test_nomem();
+    }
+
+    test_fast_takes();
+    test_fast_leaves();
+    test_fast_mutations();
 
     return done_testing();
 }
