@@ -35,6 +35,7 @@ typedef struct {
 
 
 static json_t *mw_jr_value(mw_jr_t *r);
+static void mw_jr_space(mw_jr_t *r);
 static size_t mw_json_depth_scan(const char *buf, size_t len, size_t max);
 static void mw_json_reason(const json_error_t *e, char *err, size_t errlen);
 
@@ -159,12 +160,7 @@ mw_json_fast(const char *buf, size_t len)
     v = mw_jr_value(&r);
 
     if (v) {
-        while (r.p < r.end
-               && (*r.p == ' ' || *r.p == '\n' || *r.p == '\r'
-                   || *r.p == '\t'))
-        {
-            r.p++;
-        }
+        mw_jr_space(&r);
 
         if (r.p != r.end) {
             json_decref(v);

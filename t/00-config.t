@@ -61,8 +61,19 @@ check('all directives', expect => 'ok',
     meta_webhook_quarantine_detectors card iban;
     meta_webhook_claim_timeout 30s;
     meta_webhook_dedupe_ttl 7d;
+    meta_webhook_json_reader jansson;
 EOF
       unlike => qr/\[warn\]/);
+
+for my $r ('fast', 'jansson') {
+    check("json reader '$r'", expect => 'ok',
+          server_conf => loc($SECRET_LINE
+                             . "    meta_webhook_json_reader $r;"));
+}
+
+check('json reader unknown', expect => 'fail',
+      server_conf => loc($SECRET_LINE . '    meta_webhook_json_reader yajl;'),
+      like => qr/invalid value "yajl" in \S+nginx\.conf:\d+/);
 
 check('state shm without zone', expect => 'ok',
       http_conf => 'meta_webhook_state shm;',

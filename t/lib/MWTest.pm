@@ -357,7 +357,9 @@ sub http_request {
 # The usual webhook location.  Options:
 #   path (/webhook), token ($TOKEN), secret (file), previous (file),
 #   inbox (port: proxy to it; absent: the module answers itself),
-#   extra (more directives), body_size (4m), log (access_log spec)
+#   extra (more directives), body_size (4m), log (access_log spec).
+# With MW_TEST_JSON_READER set (fast or jansson), every such location
+# parses with that reader.
 sub webhook_location {
     my (%o) = @_;
     my $path = $o{path} // '/webhook';
@@ -371,6 +373,9 @@ sub webhook_location {
     $conf .= "    meta_webhook_app_secret_previous_file $o{previous};\n"
         if defined $o{previous};
     $conf .= "    $o{extra}\n" if defined $o{extra};
+    # MW_TEST_JSON_READER: run a test file with the other reader
+    $conf .= "    meta_webhook_json_reader $ENV{MW_TEST_JSON_READER};\n"
+        if $ENV{MW_TEST_JSON_READER};
     if (defined $o{inbox}) {
         $conf .= "    proxy_set_body \$meta_webhook_events;\n"
               .  "    proxy_set_header Content-Type application/json;\n"
