@@ -475,23 +475,63 @@ mw_jr_number(mw_jr_t *r)
 }
 
 
-static json_t *
-mw_jr_object(mw_jr_t *r)
-{
-    size_t       klen, mark;
-    json_t      *o, *v;
-    const char  *key;
+/* Past an opening bracket: 1 when the container is empty (and closed). */
 
-    o = json_object();
-    if (o == NULL) {
-        return NULL;
+static int
+mw_jr_open(mw_jr_t *r, unsigned char close)
+{
+    r->p++;
+    mw_jr_space(r);
+
+    if (r->p < r->end && *r->p == close) {
+        r->p++;
+        return 1;
+    }
+
+    return 0;
+}
+
+
+/*
+ * After a member or an element: 1 when the container closes here, 0 when
+ * a comma announces another, -1 for anything else.
+ */
+
+static int
+mw_jr_next(mw_jr_t *r, unsigned char close)
+{
+    mw_jr_space(r);
+
+    if (r->p == r->end) {
+        return -1;
+    }
+
+    if (*r->p == close) {
+        r->p++;
+        return 1;
+    }
+
+    if (*r->p != ',') {
+        return -1;
     }
 
     r->p++;
     mw_jr_space(r);
 
-    if (r->p < r->end && *r->p == '}') {
-        r->p++;
+    return 0;
+}
+
+
+static json_t *
+mw_jr_object(mw_jr_t *r)
+{
+    int          rc;
+    size_t       klen, mark;
+    json_t      *o, *v;
+    const char  *key;
+
+    o = json_object();
+    if (o == NULL || mw_jr_open(r, '}')) {
         return o;
     }
 
@@ -530,23 +570,16 @@ mw_jr_object(mw_jr_t *r)
         }
 
         r->used = mark;
-        mw_jr_space(r);
 
-        if (r->p == r->end) {
-            break;
-        }
+        rc = mw_jr_next(r, '}');
 
-        if (*r->p == '}') {
-            r->p++;
+        if (rc == 1) {
             return o;
         }
 
-        if (*r->p != ',') {
+        if (rc < 0) {
             break;
         }
-
-        r->p++;
-        mw_jr_space(r);
     }
 
     json_decref(o);
@@ -558,18 +591,11 @@ mw_jr_object(mw_jr_t *r)
 static json_t *
 mw_jr_array(mw_jr_t *r)
 {
+    int      rc;
     json_t  *a, *v;
 
     a = json_array();
-    if (a == NULL) {
-        return NULL;
-    }
-
-    r->p++;
-    mw_jr_space(r);
-
-    if (r->p < r->end && *r->p == ']') {
-        r->p++;
+    if (a == NULL || mw_jr_open(r, ']')) {
         return a;
     }
 
@@ -581,23 +607,15 @@ mw_jr_array(mw_jr_t *r)
             break;
         }
 
-        mw_jr_space(r);
+        rc = mw_jr_next(r, ']');
 
-        if (r->p == r->end) {
-            break;
-        }
-
-        if (*r->p == ']') {
-            r->p++;
+        if (rc == 1) {
             return a;
         }
 
-        if (*r->p != ',') {
+        if (rc < 0) {
             break;
         }
-
-        r->p++;
-        mw_jr_space(r);
     }
 
     json_decref(a);
