@@ -129,6 +129,12 @@ void mw_key_contact(unsigned char out[MW_KEY_LEN],
 void mw_key_hex(const unsigned char key[MW_KEY_LEN],
     char out[MW_KEY_HEX_LEN + 1]);
 
+/* Hex digit values plus one (either case), 0 for any other byte. */
+extern const unsigned char  mw_hex_value[256];
+
+/* The value of 4 hex digits at p into *v: 0, or -1 when one is not. */
+int mw_hex4(const unsigned char *p, unsigned *v);
+
 
 /* ---------------------------------------------------------------------- */
 /* mw_rules.c: window and accounting rules                                 */
@@ -234,6 +240,10 @@ json_t *mw_json_parse(const char *buf, size_t len, unsigned opts, char *err,
  * parses or refuses as without it.
  */
 #define MW_JSON_FAST         0x01
+
+/* what json_loadb() is given (integers beyond 64 bits aside) */
+#define MW_JSON_FLAGS                                                     \
+    (JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL | JSON_DECODE_ANY)
 
 json_t *mw_json_fast(const char *buf, size_t len);
 

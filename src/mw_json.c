@@ -83,7 +83,7 @@ mw_json_parse(const char *buf, size_t len, unsigned opts, char *err,
      * JSON_DECODE_ANY: a scalar document is still JSON; the caller tells
      * "not JSON" from "not a delivery".
      */
-    flags = JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL | JSON_DECODE_ANY;
+    flags = MW_JSON_FLAGS;
 
     /*
      * jansson records no error at all when an allocation fails while it
@@ -186,35 +186,6 @@ mw_jr_space(mw_jr_t *r)
 }
 
 
-static int
-mw_jr_hex4(const unsigned char *p, unsigned *out)
-{
-    unsigned  i, c, v;
-
-    v = 0;
-
-    for (i = 0; i < 4; i++) {
-        c = p[i];
-
-        if (c >= '0' && c <= '9') {
-            c -= '0';
-
-        } else if ((c | 0x20) >= 'a' && (c | 0x20) <= 'f') {
-            c = (c | 0x20) - 'a' + 10;
-
-        } else {
-            return -1;
-        }
-
-        v = v << 4 | c;
-    }
-
-    *out = v;
-
-    return 0;
-}
-
-
 /*
  * The length of the UTF-8 sequence at p (at most n bytes there), or 0 when
  * it is not one jansson accepts: no overlong forms, no surrogates, nothing
@@ -269,6 +240,43 @@ mw_jr_utf8(const unsigned char *p, size_t n)
 
 
 /*
+ * Past a run of plain string bytes at p: the quote or the backslash that
+ * ends it, or NULL when a byte in it is one jansson refuses (a control
+ * byte, invalid UTF-8) or the input ends first.
+ */
+
+static const unsigned char *
+mw_jr_run(const unsigned char *p, const unsigned char *end)
+{
+    size_t  n;
+
+    while (p < end) {
+        if (*p == '"' || *p == '\\') {
+            return p;
+        }
+
+        if (*p < 0x20) {
+            return NULL;
+        }
+
+        if (*p < 0x80) {
+            p++;
+            continue;
+        }
+
+        n = mw_jr_utf8(p, end - p);
+        if (n == 0) {
+            return NULL;
+        }
+
+        p += n;
+    }
+
+    return NULL;
+}
+
+
+/*
  * A string at r->p (an opening quote).  Without escapes, it is returned
  * where it is in the input; with them, decoded into the scratch space,
  * which the caller gives back (r->used) when done with it.
@@ -277,40 +285,22 @@ mw_jr_utf8(const unsigned char *p, size_t n)
 static int
 mw_jr_string(mw_jr_t *r, const char **out, size_t *outlen)
 {
-    size_t                n;
     unsigned              cp, lo;
     const unsigned char  *p, *start;
     unsigned char        *d;
 
-    start = ++r->p;
+    start = r->p + 1;
 
-    for (p = start; p < r->end; p++) {
-        if (*p == '"') {
-            *out = (const char *) start;
-            *outlen = p - start;
-            r->p = p + 1;
-            return 0;
-        }
-
-        if (*p == '\\') {
-            break;
-        }
-
-        if (*p < 0x20) {
-            return -1;
-        }
-
-        if (*p >= 0x80) {
-            n = mw_jr_utf8(p, r->end - p);
-            if (n == 0) {
-                return -1;
-            }
-            p += n - 1;
-        }
+    p = mw_jr_run(start, r->end);
+    if (p == NULL) {
+        return -1;
     }
 
-    if (p == r->end) {
-        return -1;
+    if (*p == '"') {
+        *out = (const char *) start;
+        *outlen = p - start;
+        r->p = p + 1;
+        return 0;
     }
 
     /* escapes: decoded output is never longer than the input it came from */
@@ -323,38 +313,16 @@ mw_jr_string(mw_jr_t *r, const char **out, size_t *outlen)
     }
 
     d = (unsigned char *) r->scratch + r->used;
-    memcpy(d, start, p - start);
-    d += p - start;
 
-    while (p < r->end) {
+    for ( ;; ) {
+        memcpy(d, start, p - start);
+        d += p - start;
 
         if (*p == '"') {
-            *out = r->scratch + r->used;
-            *outlen = (char *) d - *out;
-            r->used += *outlen;
-            r->p = p + 1;
-            return 0;
+            break;
         }
 
-        if (*p < 0x20) {
-            return -1;
-        }
-
-        if (*p >= 0x80) {
-            n = mw_jr_utf8(p, r->end - p);
-            if (n == 0) {
-                return -1;
-            }
-            memcpy(d, p, n);
-            d += n;
-            p += n;
-            continue;
-        }
-
-        if (*p != '\\') {
-            *d++ = *p++;
-            continue;
-        }
+        /* a backslash */
 
         if (r->end - p < 2) {
             return -1;
@@ -371,7 +339,7 @@ mw_jr_string(mw_jr_t *r, const char **out, size_t *outlen)
         case 't':  *d++ = '\t'; break;
 
         case 'u':
-            if (r->end - p < 6 || mw_jr_hex4(p + 2, &cp) != 0) {
+            if (r->end - p < 6 || mw_hex4(p + 2, &cp) != 0) {
                 return -1;
             }
 
@@ -384,7 +352,7 @@ mw_jr_string(mw_jr_t *r, const char **out, size_t *outlen)
             if (cp >= 0xd800 && cp <= 0xdbff) {
                 /* a high surrogate must have its low one right after */
                 if (r->end - p < 8 || p[2] != '\\' || p[3] != 'u'
-                    || mw_jr_hex4(p + 4, &lo) != 0
+                    || mw_hex4(p + 4, &lo) != 0
                     || lo < 0xdc00 || lo > 0xdfff)
                 {
                     return -1;
@@ -419,10 +387,20 @@ mw_jr_string(mw_jr_t *r, const char **out, size_t *outlen)
             return -1;
         }
 
-        p += 2;
+        start = p + 2;
+
+        p = mw_jr_run(start, r->end);
+        if (p == NULL) {
+            return -1;
+        }
     }
 
-    return -1;
+    *out = r->scratch + r->used;
+    *outlen = (char *) d - *out;
+    r->used += *outlen;
+    r->p = p + 1;
+
+    return 0;
 }
 
 
@@ -450,7 +428,6 @@ mw_jr_number(mw_jr_t *r)
 
     if (*p == '0') {
         p++;
-        digits = 1;
 
     } else {
         while (p < r->end && *p >= '0' && *p <= '9') {

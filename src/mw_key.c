@@ -146,3 +146,35 @@ mw_key_hex(const unsigned char key[MW_KEY_LEN], char out[MW_KEY_HEX_LEN + 1])
 
     out[MW_KEY_HEX_LEN] = '\0';
 }
+
+
+/*
+ * A table, not a branch per digit: the signature's 64 random digits made
+ * such a branch mispredict about every other time.
+ */
+const unsigned char  mw_hex_value[256] = {
+    ['0'] = 1, ['1'] = 2, ['2'] = 3, ['3'] = 4, ['4'] = 5,
+    ['5'] = 6, ['6'] = 7, ['7'] = 8, ['8'] = 9, ['9'] = 10,
+    ['a'] = 11, ['b'] = 12, ['c'] = 13, ['d'] = 14, ['e'] = 15, ['f'] = 16,
+    ['A'] = 11, ['B'] = 12, ['C'] = 13, ['D'] = 14, ['E'] = 15, ['F'] = 16
+};
+
+
+int
+mw_hex4(const unsigned char *p, unsigned *v)
+{
+    unsigned  i, h;
+
+    *v = 0;
+
+    for (i = 0; i < 4; i++) {
+        h = mw_hex_value[p[i]];
+        if (h == 0) {
+            return -1;
+        }
+
+        *v = *v << 4 | (h - 1);
+    }
+
+    return 0;
+}

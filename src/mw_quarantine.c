@@ -76,7 +76,6 @@ static const mw_iban_country_t  mw_iban_countries[] = {
 static int mw_is_digit(unsigned char c);
 static int mw_is_alpha(unsigned char c);
 static int mw_is_alnum(unsigned char c);
-static int mw_hex(unsigned char c);
 static int mw_uescape(const unsigned char *t, size_t len, size_t i,
     unsigned *v);
 static size_t mw_escape(const unsigned char *t, size_t len, size_t i,
@@ -316,23 +315,6 @@ mw_is_alnum(unsigned char c)
 
 
 static int
-mw_hex(unsigned char c)
-{
-    if (mw_is_digit(c)) {
-        return c - '0';
-    }
-
-    c |= 0x20;
-
-    if (c >= 'a' && c <= 'f') {
-        return c - 'a' + 10;
-    }
-
-    return -1;
-}
-
-
-static int
 mw_class(unsigned char c)
 {
     if (mw_is_alnum(c)) {
@@ -348,24 +330,11 @@ mw_class(unsigned char c)
 static int
 mw_uescape(const unsigned char *t, size_t len, size_t i, unsigned *v)
 {
-    int  k, h;
-
     if (i + 5 >= len || t[i + 1] != 'u') {
         return 0;
     }
 
-    *v = 0;
-
-    for (k = 2; k < 6; k++) {
-        h = mw_hex(t[i + k]);
-        if (h < 0) {
-            return 0;
-        }
-
-        *v = *v << 4 | (unsigned) h;
-    }
-
-    return 1;
+    return mw_hex4(t + i + 2, v) == 0;
 }
 
 

@@ -32,19 +32,6 @@ struct mw_hmac_key_s {
 };
 
 
-/*
- * Hex digit values plus one, 0 for anything else: the signature in the
- * header is not secret, but its 64 random digits made a branch per digit
- * mispredict about every other time.
- */
-static const unsigned char  mw_hex[256] = {
-    ['0'] = 1, ['1'] = 2, ['2'] = 3, ['3'] = 4, ['4'] = 5,
-    ['5'] = 6, ['6'] = 7, ['7'] = 8, ['8'] = 9, ['9'] = 10,
-    ['a'] = 11, ['b'] = 12, ['c'] = 13, ['d'] = 14, ['e'] = 15, ['f'] = 16,
-    ['A'] = 11, ['B'] = 12, ['C'] = 13, ['D'] = 14, ['E'] = 15, ['F'] = 16
-};
-
-
 mw_hmac_key_t *
 mw_hmac_key_new(const unsigned char *secret, size_t len)
 {
@@ -148,8 +135,8 @@ mw_sig_parse(const unsigned char *value, size_t len,
     bad = 0;
 
     for (i = 0; i < MW_SHA256_LEN; i++) {
-        hi = mw_hex[p[2 * i]];
-        lo = mw_hex[p[2 * i + 1]];
+        hi = mw_hex_value[p[2 * i]];
+        lo = mw_hex_value[p[2 * i + 1]];
 
         bad |= (hi == 0) | (lo == 0);
         digest[i] = (unsigned char) ((hi - 1) << 4 | (lo - 1));
