@@ -75,7 +75,7 @@ $(MODULE): $(OBJS)/objs/Makefile $(CORE_SRCS) $(CORE_HDRS) $(NGX_SRCS)
 	mv -f $@.tmp $@
 
 $(BUILD)/t/%: t/unit/%.c $(CORE_SRCS) $(CORE_HDRS) t/unit/tap.h \
-              t/unit/tagged_alloc.h
+              t/unit/tagged_alloc.h t/unit/json_same.h
 	@mkdir -p $(BUILD)/t
 	$(CC) $(UNIT_CFLAGS) -o $@ $< $(CORE_SRCS) $(UNIT_LIBS)
 

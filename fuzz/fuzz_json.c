@@ -21,63 +21,26 @@
 #include <string.h>
 
 #include "mw_core.h"
-
-
-#define FUZZ_FLAGS  (JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL \
-                     | JSON_DECODE_ANY)
-
-
-static int
-fuzz_same(json_t *a, json_t *b)
-{
-    int    same;
-    char  *x, *y;
-
-    if (a == NULL || b == NULL) {
-        return a == b;
-    }
-
-    if (!json_equal(a, b)) {
-        return 0;
-    }
-
-    x = json_dumps(a, JSON_ENCODE_ANY);
-    y = json_dumps(b, JSON_ENCODE_ANY);
-    same = (x && y && strcmp(x, y) == 0);
-    free(x);
-    free(y);
-
-    return same;
-}
+#include "../t/unit/json_same.h"
 
 
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    char           e0[128], e1[128];
-    json_t        *fast, *ref, *j0, *j1;
-    json_error_t   e;
-    const char    *buf;
+    char         e0[128], e1[128];
+    json_t      *j0, *j1;
+    const char  *buf;
 
     buf = (const char *) data;
 
-    fast = mw_json_fast(buf, size);
-
-    if (fast) {
-        ref = json_loadb(buf, size, FUZZ_FLAGS, &e);
-
-        if (!fuzz_same(fast, ref)) {
-            abort();
-        }
-
-        json_decref(ref);
-        json_decref(fast);
+    if (json_fast_as_jansson(buf, size) == 0) {
+        abort();
     }
 
     j0 = mw_json_parse(buf, size, 0, e0, sizeof(e0));
     j1 = mw_json_parse(buf, size, MW_JSON_FAST, e1, sizeof(e1));
 
-    if (!fuzz_same(j0, j1) || (j0 == NULL && strcmp(e0, e1) != 0)) {
+    if (!json_same(j0, j1) || (j0 == NULL && strcmp(e0, e1) != 0)) {
         abort();
     }
 
