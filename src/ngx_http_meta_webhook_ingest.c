@@ -1071,13 +1071,12 @@ ngx_http_meta_webhook_claimed(ngx_http_request_t *r,
     ctx->held = op->claims;
     ctx->nheld = 0;
 
-    if (busy && !mmcf->ops->blocking && ctx->busy_waits < NGX_MW_BUSY_WAITS)
-    {
+    if (busy && ctx->busy_waits < NGX_MW_BUSY_WAITS) {
         /*
          * Most often the other request has been answered already and its
          * commit, made in its log phase, comes within moments: give our
          * own claims back and look again shortly, without blocking the
-         * worker.  (The memcached backend waits so in its thread.)
+         * worker or a thread.
          */
 
         if (ngx_http_meta_webhook_release_new(r, ctx) != NGX_OK) {

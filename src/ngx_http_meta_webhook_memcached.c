@@ -86,6 +86,8 @@
     }
 
 
+typedef struct ngx_mw_mc_round_s  ngx_mw_mc_round_t;
+
 typedef struct {
     ngx_array_t                 servers;      /* ngx_url_t */
     ngx_msec_t                  connect_timeout;
@@ -96,23 +98,38 @@ typedef struct {
     ngx_thread_pool_t          *thread_pool;
     ngx_http_meta_webhook_main_conf_t  *mmcf;  /* its ring */
     ngx_log_t                  *log;
+
+    /* this worker's round being gathered, and the event that sends it */
+    ngx_mw_mc_round_t          *round;
+    ngx_event_t                 round_post;
 } ngx_mw_mc_t;
 
 
-typedef struct {
-    ngx_mw_mc_t                *mc;
+typedef struct ngx_mw_mc_settle_s  ngx_mw_mc_settle_t;
+
+struct ngx_mw_mc_settle_s {
     ngx_mw_claim_t             *claims;
     ngx_uint_t                  n;
     uint64_t                    owner;
     ngx_uint_t                  commit;
     time_t                      ttl;
-} ngx_mw_mc_settle_t;
+    ngx_mw_mc_settle_t         *next;
+};
 
 
-typedef struct {
+/*
+ * What one pass of a worker's event loop asked of memcached: deliveries
+ * to claim and settles, done together in one task of the pool.
+ */
+struct ngx_mw_mc_round_s {
+    ngx_thread_task_t           task;
     ngx_mw_mc_t                *mc;
-    ngx_mw_ingest_t            *op;
-} ngx_mw_mc_ingest_t;
+    ngx_mw_ingest_t           **ops;
+    ngx_uint_t                  nops;
+    ngx_uint_t                  nalloc;
+    ngx_mw_mc_settle_t         *settles;
+    ngx_mw_mc_settle_t        **last;
+};
 
 
 /* a value read ahead for a batch, by key */
@@ -423,6 +440,16 @@ ngx_mw_mc_get_handle(ngx_mw_mc_t *mc, ngx_log_t *log)
     (void) memcached_behavior_set(m, MEMCACHED_BEHAVIOR_BINARY_PROTOCOL,
                                   mc->binary ? 1 : 0);
     (void) memcached_behavior_set(m, MEMCACHED_BEHAVIOR_SUPPORT_CAS, 1);
+
+    /*
+     * ASCII: a set (and a delete) waits in the handle's buffer for the
+     * next command that is sent, so a round's commits go with its first
+     * write (whoever sets or deletes flushes, when nothing follows).  Not
+     * binary: libmemcached would read the answer of a buffered delete as
+     * that of the next command.
+     */
+    (void) memcached_behavior_set(m, MEMCACHED_BEHAVIOR_BUFFER_REQUESTS,
+                                  mc->binary ? 0 : 1);
     (void) memcached_behavior_set(m, MEMCACHED_BEHAVIOR_NO_BLOCK, 1);
     (void) memcached_behavior_set(m, MEMCACHED_BEHAVIOR_TCP_NODELAY, 1);
     (void) memcached_behavior_set(m, MEMCACHED_BEHAVIOR_CONNECT_TIMEOUT,
@@ -714,6 +741,79 @@ ngx_mw_mc_failed(memcached_return_t rc)
 }
 
 
+/*
+ * A delete, sent now: libmemcached buffers deletes as it does sets (see
+ * ngx_mw_mc_get_handle).
+ */
+
+static memcached_return_t
+ngx_mw_mc_delete(memcached_st *m, const char *key)
+{
+    memcached_return_t  rc;
+
+    ngx_mw_mc_call(m, key, rc, memcached_delete(m, key, MW_KEY_TEXT_LEN, 0));
+
+    if (rc == MEMCACHED_BUFFERED) {
+        rc = memcached_flush_buffers(m);
+    }
+
+    return rc;
+}
+
+
+/*
+ * A claim just added: new, unless its key was handed off or is in flight
+ * where it went while its server was out of the ring.
+ */
+
+static ngx_int_t
+ngx_mw_mc_fresh(memcached_st *m, ngx_mw_mc_t *mc, ngx_mw_claim_t *c,
+    ngx_mw_ingest_t *op, const char *key)
+{
+    char       value[NGX_MW_MC_VALUE_MAX];
+    size_t     len;
+    ngx_int_t  moved;
+
+    c->result = NGX_MW_CLAIM_NEW;
+
+    moved = ngx_mw_mc_moved(m, mc, key, op->now, op->dedupe_ttl, value, &len);
+
+    if (moved == NGX_DECLINED || moved == NGX_DONE) {
+        return NGX_OK;
+    }
+
+    if (moved == NGX_OK && len == 1 && value[0] == 'C') {
+        /* handed off while its server was out: a duplicate, marked here */
+        (void) memcached_set(m, key, MW_KEY_TEXT_LEN, "C", 1,
+                             (time_t) mw_ttl(op->now + op->dedupe_ttl,
+                                             op->now),
+                             0);
+        (void) memcached_flush_buffers(m);
+        c->result = NGX_MW_CLAIM_DUPLICATE;
+        return NGX_OK;
+    }
+
+    /* in flight there, or not known: not ours to hand off now */
+    (void) ngx_mw_mc_delete(m, key);
+
+    if (moved == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    c->result = NGX_MW_CLAIM_BUSY;
+    return NGX_OK;
+}
+
+
+/* The claim's token: "I" and its owner in hex; returns its length. */
+
+static size_t
+ngx_mw_mc_token(char *mine, uint64_t owner)
+{
+    return ngx_sprintf((u_char *) mine, "I%016uxL", owner) - (u_char *) mine;
+}
+
+
 static ngx_int_t
 ngx_mw_mc_claim(memcached_st *m, ngx_mw_mc_t *mc, ngx_mw_claim_t *c,
     ngx_mw_ingest_t *op, ngx_log_t *log)
@@ -723,12 +823,10 @@ ngx_mw_mc_claim(memcached_st *m, ngx_mw_mc_t *mc, ngx_mw_claim_t *c,
     char                mine[32];
     size_t              len, mlen;
     uint64_t            cas;
-    ngx_int_t           moved;
     memcached_return_t  rc;
 
     mw_key_text(key, MW_KEY_DEDUPE, c->key);
-    mlen = ngx_sprintf((u_char *) mine, "I%016uxL", op->owner)
-           - (u_char *) mine;
+    mlen = ngx_mw_mc_token(mine, op->owner);
 
     for (tries = 0; tries < 2; tries++) {
 
@@ -737,38 +835,7 @@ ngx_mw_mc_claim(memcached_st *m, ngx_mw_mc_t *mc, ngx_mw_claim_t *c,
                                      op->claim_timeout, 0));
 
         if (rc == MEMCACHED_SUCCESS) {
-            c->result = NGX_MW_CLAIM_NEW;
-
-            moved = ngx_mw_mc_moved(m, mc, key, op->now, op->dedupe_ttl,
-                                    value, &len);
-
-            if (moved == NGX_DECLINED || moved == NGX_DONE) {
-                return NGX_OK;
-            }
-
-            if (moved == NGX_OK && len == 1 && value[0] == 'C') {
-                /*
-                 * Handed off while its server was out of the ring: a
-                 * duplicate, and marked so here too.
-                 */
-                (void) memcached_set(m, key, MW_KEY_TEXT_LEN, "C", 1,
-                                     (time_t) mw_ttl(op->now
-                                                     + op->dedupe_ttl,
-                                                     op->now),
-                                     0);
-                c->result = NGX_MW_CLAIM_DUPLICATE;
-                return NGX_OK;
-            }
-
-            /* in flight there, or not known: not ours to hand off now */
-            (void) memcached_delete(m, key, MW_KEY_TEXT_LEN, 0);
-
-            if (moved == NGX_ERROR) {
-                return NGX_ERROR;
-            }
-
-            c->result = NGX_MW_CLAIM_BUSY;
-            return NGX_OK;
+            return ngx_mw_mc_fresh(m, mc, c, op, key);
         }
 
         if (rc != MEMCACHED_NOTSTORED && rc != MEMCACHED_DATA_EXISTS) {
@@ -1007,32 +1074,26 @@ ngx_mw_mc_release_new(memcached_st *m, ngx_mw_ingest_t *op)
     for (i = 0; i < op->nclaims; i++) {
         if (op->claims[i].result == NGX_MW_CLAIM_NEW) {
             mw_key_text(key, MW_KEY_DEDUPE, op->claims[i].key);
-            (void) memcached_delete(m, key, MW_KEY_TEXT_LEN, 0);
+            (void) ngx_mw_mc_delete(m, key);
             op->claims[i].result = NGX_MW_CLAIM_BUSY;
         }
     }
 }
 
 
-/* In a thread: the whole delivery's state work. */
+/*
+ * In a thread: one delivery's state work, one command after another (the
+ * binary protocol, and what a round could not pipeline).
+ */
 
 static void
-ngx_mw_mc_ingest_thread(void *data, ngx_log_t *log)
+ngx_mw_mc_ingest_one(memcached_st *m, ngx_mw_mc_t *mc, ngx_mw_ingest_t *op,
+    ngx_log_t *log)
 {
-    ngx_mw_mc_ingest_t *t = data;
-
     ngx_uint_t          i, n;
-    memcached_st       *m;
-    ngx_mw_ingest_t    *op;
     ngx_mw_mc_value_t  *ahead;
 
-    op = t->op;
     op->rc = NGX_ERROR;
-
-    m = ngx_mw_mc_get_handle(t->mc, log);
-    if (m == NULL) {
-        return;
-    }
 
     for (i = 0; i < op->nclaims; i++) {
         op->claims[i].result = NGX_MW_CLAIM_BUSY;
@@ -1077,7 +1138,7 @@ ngx_mw_mc_ingest_thread(void *data, ngx_log_t *log)
             continue;
         }
 
-        if (ngx_mw_mc_claim(m, t->mc, &op->claims[i], op, log) != NGX_OK)
+        if (ngx_mw_mc_claim(m, mc, &op->claims[i], op, log) != NGX_OK)
         {
             goto failed;
         }
@@ -1232,69 +1293,26 @@ done:
 }
 
 
-static void
-ngx_mw_mc_ingest_done(ngx_event_t *ev)
+/*
+ * In a thread: settle one delivery's claims one command after another.  A
+ * commit replaces the key by "C" whoever holds it now (the update was
+ * handed off); gone (the lease ended, or memcached lost it), it is added
+ * anew.  A release deletes the claim only while it is ours.  Returns how
+ * many commits found their claim gone.
+ */
+
+static ngx_uint_t
+ngx_mw_mc_settle_one(memcached_st *m, ngx_mw_mc_settle_t *s, ngx_log_t *log)
 {
-    ngx_mw_mc_ingest_t *t = ev->data;
-
-    t->op->done(t->op);
-}
-
-
-static ngx_int_t
-ngx_http_meta_webhook_mc_ingest(void *state, ngx_mw_ingest_t *op)
-{
-    ngx_mw_mc_t *mc = state;
-
-    ngx_thread_task_t   *task;
-    ngx_mw_mc_ingest_t  *t;
-
-    task = ngx_thread_task_alloc(op->pool, sizeof(ngx_mw_mc_ingest_t));
-    if (task == NULL) {
-        op->rc = NGX_ERROR;
-        return NGX_OK;
-    }
-
-    t = task->ctx;
-    t->mc = mc;
-    t->op = op;
-
-    task->handler = ngx_mw_mc_ingest_thread;
-    task->event.handler = ngx_mw_mc_ingest_done;
-    task->event.data = t;
-
-    if (ngx_thread_task_post(mc->thread_pool, task) != NGX_OK) {
-        op->rc = NGX_ERROR;
-        return NGX_OK;
-    }
-
-    return NGX_AGAIN;
-}
-
-
-/* In a thread: commit or release a delivery's claims, if still ours. */
-
-static void
-ngx_mw_mc_settle_thread(void *data, ngx_log_t *log)
-{
-    ngx_mw_mc_settle_t *s = data;
-
     char                key[MW_KEY_TEXT_LEN + 1], value[NGX_MW_MC_VALUE_MAX];
     char                mine[32];
     size_t              len, mlen;
     time_t              ttl;
     uint64_t            cas;
     ngx_uint_t          i, lapsed;
-    memcached_st       *m;
     memcached_return_t  rc;
 
-    m = ngx_mw_mc_get_handle(s->mc, log);
-    if (m == NULL) {
-        return;
-    }
-
-    mlen = ngx_sprintf((u_char *) mine, "I%016uxL", s->owner)
-           - (u_char *) mine;
+    mlen = ngx_mw_mc_token(mine, s->owner);
     lapsed = 0;
     ttl = (time_t) mw_ttl(ngx_time() + s->ttl, ngx_time());
 
@@ -1302,11 +1320,6 @@ ngx_mw_mc_settle_thread(void *data, ngx_log_t *log)
         mw_key_text(key, MW_KEY_DEDUPE, s->claims[i].key);
 
         if (s->commit) {
-            /*
-             * One round trip: the update was handed off, so the key is
-             * committed whoever holds it now.  Gone (the lease ended or
-             * memcached lost it) is recorded anew.
-             */
             ngx_mw_mc_call(m, key, rc,
                            memcached_replace(m, key, MW_KEY_TEXT_LEN, "C", 1,
                                              ttl, 0));
@@ -1324,7 +1337,6 @@ ngx_mw_mc_settle_thread(void *data, ngx_log_t *log)
             }
 
         } else {
-            /* a release deletes the claim only while it is ours */
             rc = ngx_mw_mc_gets(m, key, value, &len, &cas);
 
             if (rc != MEMCACHED_SUCCESS || len != mlen
@@ -1333,8 +1345,7 @@ ngx_mw_mc_settle_thread(void *data, ngx_log_t *log)
                 continue;
             }
 
-            ngx_mw_mc_call(m, key, rc,
-                           memcached_delete(m, key, MW_KEY_TEXT_LEN, 0));
+            rc = ngx_mw_mc_delete(m, key);
         }
 
         if (ngx_mw_mc_failed(rc)) {
@@ -1346,6 +1357,13 @@ ngx_mw_mc_settle_thread(void *data, ngx_log_t *log)
         }
     }
 
+    return lapsed;
+}
+
+
+static void
+ngx_mw_mc_lapsed(ngx_log_t *log, ngx_uint_t lapsed)
+{
     if (lapsed) {
         ngx_log_error(NGX_LOG_WARN, log, 0,
                       "meta_webhook: %ui updates were handed off after "
@@ -1356,10 +1374,208 @@ ngx_mw_mc_settle_thread(void *data, ngx_log_t *log)
 }
 
 
-static void
-ngx_mw_mc_settle_done(ngx_event_t *ev)
+/*
+ * Rounds.  The deliveries a worker claims and the claims it settles
+ * within one pass of its event loop go to memcached together, in one
+ * task of the pool, posted once the pass has handled every event it had:
+ * one hand-off to a thread and back for all of them, however many, and
+ * their commands pipelined (ngx_mw_mc_pipeline).  Under load a round
+ * gathers what arrived while the previous one worked; a lone delivery
+ * is a round of one, sent at once.  A worker that stops finishes its
+ * pass first, and the pool runs every task posted before it exits.
+ */
+
+static void ngx_mw_mc_round_post(ngx_event_t *ev);
+static void ngx_mw_mc_round_thread(void *data, ngx_log_t *log);
+static void ngx_mw_mc_round_done(ngx_event_t *ev);
+static ngx_int_t ngx_mw_mc_pipeline(memcached_st *m, ngx_mw_mc_round_t *rd,
+    ngx_log_t *log);
+
+
+static ngx_mw_mc_round_t *
+ngx_mw_mc_gather(ngx_mw_mc_t *mc, ngx_log_t *log)
 {
-    ngx_free(ev->data);
+    ngx_mw_mc_round_t  *rd;
+
+    if (mc->round) {
+        return mc->round;
+    }
+
+    rd = ngx_calloc(sizeof(ngx_mw_mc_round_t), log);
+    if (rd == NULL) {
+        return NULL;
+    }
+
+    rd->mc = mc;
+    rd->last = &rd->settles;
+    mc->round = rd;
+
+    mc->round_post.handler = ngx_mw_mc_round_post;
+    mc->round_post.data = mc;
+    mc->round_post.log = ngx_cycle->log;
+    ngx_post_event(&mc->round_post, &ngx_posted_events);
+
+    return rd;
+}
+
+
+static void
+ngx_mw_mc_round_post(ngx_event_t *ev)
+{
+    ngx_mw_mc_t *mc = ev->data;
+
+    ngx_uint_t          i;
+    ngx_mw_mc_round_t  *rd;
+
+    rd = mc->round;
+    mc->round = NULL;
+
+    if (rd == NULL) {
+        return;
+    }
+
+    rd->task.ctx = rd;
+    rd->task.handler = ngx_mw_mc_round_thread;
+    rd->task.event.handler = ngx_mw_mc_round_done;
+    rd->task.event.data = rd;
+    rd->task.event.log = ev->log;
+
+    if (ngx_thread_task_post(mc->thread_pool, &rd->task) == NGX_OK) {
+        return;
+    }
+
+    /* the pool's queue is full (logged): nothing was done */
+
+    for (i = 0; i < rd->nops; i++) {
+        rd->ops[i]->rc = NGX_ERROR;
+    }
+
+    ngx_mw_mc_round_done(&rd->task.event);
+}
+
+
+static void
+ngx_mw_mc_round_done(ngx_event_t *ev)
+{
+    ngx_mw_mc_round_t *rd = ev->data;
+
+    ngx_uint_t           i, n;
+    ngx_mw_ingest_t    **ops;
+    ngx_mw_mc_settle_t  *s, *next;
+
+    for (s = rd->settles; s; s = next) {
+        next = s->next;
+        ngx_free(s);
+    }
+
+    ops = rd->ops;
+    n = rd->nops;
+
+    ngx_free(rd);
+
+    /* each delivery goes on; what it asks next joins the next round */
+
+    for (i = 0; i < n; i++) {
+        ops[i]->done(ops[i]);
+    }
+
+    if (ops) {
+        ngx_free(ops);
+    }
+}
+
+
+static void
+ngx_mw_mc_round_thread(void *data, ngx_log_t *log)
+{
+    ngx_mw_mc_round_t *rd = data;
+
+    ngx_uint_t           i, lapsed;
+    memcached_st        *m;
+    ngx_mw_mc_settle_t  *s;
+
+    m = ngx_mw_mc_get_handle(rd->mc, log);
+
+    if (m == NULL) {
+        for (i = 0; i < rd->nops; i++) {
+            rd->ops[i]->rc = NGX_ERROR;
+        }
+
+        return;
+    }
+
+    if (!rd->mc->binary && ngx_mw_mc_pipeline(m, rd, log) == NGX_OK) {
+        return;
+    }
+
+    /*
+     * One by one: the binary protocol (whose quiet commands answer their
+     * failures), or nothing could be read.  The handle is asked for again
+     * each time: a server that keeps failing leaves the ring meanwhile,
+     * and what follows goes to the others.
+     */
+
+    lapsed = 0;
+
+    for (s = rd->settles; s; s = s->next) {
+        m = ngx_mw_mc_get_handle(rd->mc, log);
+        if (m == NULL) {
+            break;
+        }
+
+        lapsed += ngx_mw_mc_settle_one(m, s, log);
+    }
+
+    for (i = 0; i < rd->nops; i++) {
+        m = ngx_mw_mc_get_handle(rd->mc, log);
+        if (m == NULL) {
+            rd->ops[i]->rc = NGX_ERROR;
+            continue;
+        }
+
+        ngx_mw_mc_ingest_one(m, rd->mc, rd->ops[i], log);
+    }
+
+    ngx_mw_mc_lapsed(log, lapsed);
+}
+
+
+static ngx_int_t
+ngx_http_meta_webhook_mc_ingest(void *state, ngx_mw_ingest_t *op)
+{
+    ngx_mw_mc_t *mc = state;
+
+    ngx_uint_t           n;
+    ngx_mw_ingest_t    **ops;
+    ngx_mw_mc_round_t   *rd;
+
+    rd = ngx_mw_mc_gather(mc, op->log);
+    if (rd == NULL) {
+        op->rc = NGX_ERROR;
+        return NGX_OK;
+    }
+
+    if (rd->nops == rd->nalloc) {
+        n = rd->nalloc ? 2 * rd->nalloc : 16;
+
+        ops = ngx_alloc(n * sizeof(ngx_mw_ingest_t *), op->log);
+        if (ops == NULL) {
+            op->rc = NGX_ERROR;
+            return NGX_OK;
+        }
+
+        if (rd->ops) {
+            ngx_memcpy(ops, rd->ops, rd->nops * sizeof(ngx_mw_ingest_t *));
+            ngx_free(rd->ops);
+        }
+
+        rd->ops = ops;
+        rd->nalloc = n;
+    }
+
+    rd->ops[rd->nops++] = op;
+
+    return NGX_AGAIN;
 }
 
 
@@ -1370,43 +1586,665 @@ ngx_http_meta_webhook_mc_settle(void *state, ngx_mw_claim_t *claims,
 {
     ngx_mw_mc_t *mc = state;
 
-    u_char              *p;
-    ngx_thread_task_t   *task;
+    ngx_mw_mc_round_t   *rd;
     ngx_mw_mc_settle_t  *s;
 
-    /*
-     * The request may be gone before the thread runs: the task carries
-     * its own copy of the claims, on the heap, freed when it completes.
-     */
+    /* the request may be gone before the round runs: a copy, on the heap */
 
-    p = ngx_calloc(sizeof(ngx_thread_task_t) + sizeof(ngx_mw_mc_settle_t)
-                   + n * sizeof(ngx_mw_claim_t), log);
-    if (p == NULL) {
+    s = ngx_alloc(sizeof(ngx_mw_mc_settle_t) + n * sizeof(ngx_mw_claim_t),
+                  log);
+    if (s == NULL) {
         return;
     }
 
-    task = (ngx_thread_task_t *) p;
-    s = (ngx_mw_mc_settle_t *) (p + sizeof(ngx_thread_task_t));
-
-    s->mc = mc;
-    s->claims = (ngx_mw_claim_t *) (p + sizeof(ngx_thread_task_t)
-                                    + sizeof(ngx_mw_mc_settle_t));
+    s->claims = (ngx_mw_claim_t *) (s + 1);
     s->n = n;
     s->owner = owner;
     s->commit = commit;
     s->ttl = ttl;
+    s->next = NULL;
 
     ngx_memcpy(s->claims, claims, n * sizeof(ngx_mw_claim_t));
 
-    task->ctx = s;
-    task->handler = ngx_mw_mc_settle_thread;
-    task->event.handler = ngx_mw_mc_settle_done;
-    task->event.data = p;
-    task->event.log = log;
-
-    if (ngx_thread_task_post(mc->thread_pool, task) != NGX_OK) {
-        ngx_free(p);
+    rd = ngx_mw_mc_gather(mc, log);
+    if (rd == NULL) {
+        ngx_free(s);
+        return;
     }
+
+    *rd->last = s;
+    rd->last = &s->next;
+}
+
+
+/*
+ * A set of keys read in one multi-key get: sorted, each key once, found
+ * again by a binary search.
+ */
+
+typedef struct {
+    ngx_mw_mc_value_t          *v;
+    ngx_uint_t                  n;
+} ngx_mw_mc_keys_t;
+
+
+static ngx_int_t
+ngx_mw_mc_keys_alloc(ngx_mw_mc_keys_t *ks, ngx_uint_t max, ngx_log_t *log)
+{
+    ks->n = 0;
+    ks->v = NULL;
+
+    if (max == 0) {
+        return NGX_OK;
+    }
+
+    ks->v = ngx_alloc(max * sizeof(ngx_mw_mc_value_t), log);
+
+    return ks->v ? NGX_OK : NGX_ERROR;
+}
+
+
+static int ngx_libc_cdecl
+ngx_mw_mc_key_cmp(const void *a, const void *b)
+{
+    return ngx_strcmp(((ngx_mw_mc_value_t *) a)->key,
+                      ((ngx_mw_mc_value_t *) b)->key);
+}
+
+
+static ngx_int_t
+ngx_mw_mc_keys_read(memcached_st *m, ngx_mw_mc_keys_t *ks, ngx_log_t *log)
+{
+    ngx_uint_t  i, j;
+
+    if (ks->n == 0) {
+        return NGX_OK;
+    }
+
+    ngx_qsort(ks->v, ks->n, sizeof(ngx_mw_mc_value_t), ngx_mw_mc_key_cmp);
+
+    for (i = 1, j = 1; i < ks->n; i++) {
+        if (ngx_strcmp(ks->v[i].key, ks->v[j - 1].key) != 0) {
+            ngx_memcpy(ks->v[j++].key, ks->v[i].key, MW_KEY_TEXT_LEN + 1);
+        }
+    }
+
+    ks->n = j;
+
+    return ngx_mw_mc_read_ahead(m, ks->v, ks->n, log);
+}
+
+
+static ngx_mw_mc_value_t *
+ngx_mw_mc_keys_lookup(ngx_mw_mc_keys_t *ks, const char *text)
+{
+    ngx_int_t   c;
+    ngx_uint_t  lo, hi, mid;
+
+    lo = 0;
+    hi = ks->n;
+
+    while (lo < hi) {
+        mid = lo + (hi - lo) / 2;
+        c = ngx_strcmp(ks->v[mid].key, text);
+
+        if (c == 0) {
+            return &ks->v[mid];
+        }
+
+        if (c < 0) {
+            lo = mid + 1;
+
+        } else {
+            hi = mid;
+        }
+    }
+
+    return NULL;
+}
+
+
+static ngx_mw_mc_value_t *
+ngx_mw_mc_keys_find(ngx_mw_mc_keys_t *ks, int type, const u_char *key)
+{
+    char  text[MW_KEY_TEXT_LEN + 1];
+
+    mw_key_text(text, type, key);
+
+    return ngx_mw_mc_keys_lookup(ks, text);
+}
+
+
+/* whether a value read is the claim token mine */
+
+static ngx_uint_t
+ngx_mw_mc_holds(ngx_mw_mc_value_t *v, const char *mine, size_t mlen)
+{
+    return v && v->found && v->len == mlen
+           && ngx_memcmp(v->value, mine, mlen) == 0;
+}
+
+
+static ngx_uint_t
+ngx_mw_mc_has_new(ngx_mw_ingest_t *op)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < op->nclaims; i++) {
+        if (op->claims[i].result == NGX_MW_CLAIM_NEW) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+/*
+ * The claims of a round's batches (deliveries of several updates) are
+ * read first: a retried batch is committed already, and its keys need no
+ * add at all.
+ */
+
+static ngx_int_t
+ngx_mw_mc_pre_read(memcached_st *m, ngx_mw_mc_round_t *rd, ngx_log_t *log)
+{
+    ngx_int_t           rc;
+    ngx_uint_t          i, j, n;
+    ngx_mw_claim_t     *c;
+    ngx_mw_ingest_t    *op;
+    ngx_mw_mc_keys_t    ks;
+    ngx_mw_mc_value_t  *v;
+
+    n = 0;
+
+    for (i = 0; i < rd->nops; i++) {
+        op = rd->ops[i];
+        op->rc = NGX_OK;
+
+        for (j = 0; j < op->nclaims; j++) {
+            op->claims[j].result = NGX_MW_CLAIM_BUSY;
+        }
+
+        if (op->nclaims > 1) {
+            n += op->nclaims;
+        }
+    }
+
+    if (n == 0) {
+        return NGX_OK;
+    }
+
+    if (ngx_mw_mc_keys_alloc(&ks, n, log) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < rd->nops; i++) {
+        op = rd->ops[i];
+
+        for (j = 0; op->nclaims > 1 && j < op->nclaims; j++) {
+            mw_key_text(ks.v[ks.n++].key, MW_KEY_DEDUPE, op->claims[j].key);
+        }
+    }
+
+    rc = ngx_mw_mc_keys_read(m, &ks, log);
+
+    for (i = 0; rc == NGX_OK && i < rd->nops; i++) {
+        op = rd->ops[i];
+
+        for (j = 0; op->nclaims > 1 && j < op->nclaims; j++) {
+            c = &op->claims[j];
+            v = ngx_mw_mc_keys_find(&ks, MW_KEY_DEDUPE, c->key);
+
+            if (v && v->found && v->len == 1 && v->value[0] == 'C') {
+                c->result = NGX_MW_CLAIM_DUPLICATE;
+            }
+        }
+    }
+
+    ngx_free(ks.v);
+
+    return rc;
+}
+
+
+/* every claim still to make, added without waiting for the answers */
+
+static ngx_int_t
+ngx_mw_mc_add_claims(memcached_st *m, ngx_mw_mc_round_t *rd)
+{
+    char                key[MW_KEY_TEXT_LEN + 1], mine[32];
+    size_t              mlen;
+    ngx_int_t           rv;
+    ngx_uint_t          i, j;
+    ngx_mw_ingest_t    *op;
+    memcached_return_t  rc;
+
+    rv = NGX_OK;
+
+    (void) memcached_behavior_set(m, MEMCACHED_BEHAVIOR_NOREPLY, 1);
+
+    for (i = 0; i < rd->nops; i++) {
+        op = rd->ops[i];
+        mlen = ngx_mw_mc_token(mine, op->owner);
+
+        for (j = 0; j < op->nclaims; j++) {
+            if (op->claims[j].result != NGX_MW_CLAIM_BUSY) {
+                continue;
+            }
+
+            mw_key_text(key, MW_KEY_DEDUPE, op->claims[j].key);
+
+            ngx_mw_mc_call(m, key, rc,
+                           memcached_add(m, key, MW_KEY_TEXT_LEN, mine, mlen,
+                                         op->claim_timeout, 0));
+
+            if (rc != MEMCACHED_SUCCESS) {
+                rv = NGX_ERROR;
+                goto done;
+            }
+        }
+    }
+
+done:
+
+    (void) memcached_behavior_set(m, MEMCACHED_BEHAVIOR_NOREPLY, 0);
+
+    return rv;
+}
+
+
+/* a contact as a round changes it */
+typedef struct {
+    mw_contact_rec_t            rec;
+    time_t                      now;
+    int                         len;
+    unsigned                    touched:1;
+    unsigned                    written:1;
+    unsigned                    redo:1;
+    char                        text[MW_CONTACT_TEXT_MAX + 1];
+} ngx_mw_mc_change_t;
+
+
+/*
+ * Every contact of the round's deliveries that have a new update, from
+ * the value just read: the messages of all of them applied in turn, one
+ * cas (an add when absent) per contact, unless nothing changed.
+ */
+
+static void
+ngx_mw_mc_write_contacts(memcached_st *m, ngx_mw_mc_round_t *rd,
+    ngx_mw_mc_keys_t *ks, ngx_mw_mc_change_t *w)
+{
+    int64_t              ttl;
+    ngx_uint_t           i, j, k;
+    ngx_mw_ingest_t     *op;
+    ngx_mw_mc_value_t   *v;
+    ngx_mw_mc_change_t  *cw;
+    ngx_mw_contact_op_t *co;
+    memcached_return_t   rc;
+
+    for (i = 0; i < rd->nops; i++) {
+        op = rd->ops[i];
+
+        if (op->rc != NGX_OK || !ngx_mw_mc_has_new(op)) {
+            continue;
+        }
+
+        for (j = 0; j < op->ncontacts; j++) {
+            co = &op->contacts[j];
+
+            if (co->close) {
+                continue;
+            }
+
+            v = ngx_mw_mc_keys_find(ks, MW_KEY_CONTACT, co->key);
+            if (v == NULL) {
+                continue;
+            }
+
+            cw = &w[v - ks->v];
+
+            if (!cw->touched) {
+                ngx_mw_mc_contact_value(&cw->rec, v->found ? v->value : NULL,
+                                        v->len);
+                cw->touched = 1;
+            }
+
+            mw_contact_message(&cw->rec, co->from, (int) co->optin,
+                               co->optin_ts);
+            cw->now = op->now;
+            co->expires = cw->rec.window;
+        }
+    }
+
+    for (k = 0; k < ks->n; k++) {
+        cw = &w[k];
+        v = &ks->v[k];
+
+        if (!cw->touched) {
+            continue;
+        }
+
+        cw->len = mw_contact_encode(&cw->rec, cw->text, sizeof(cw->text));
+
+        if (cw->len < 0) {
+            cw->redo = 1;
+            continue;
+        }
+
+        /* an opt-in is kept from the latest message: its TTL moves on */
+
+        if (v->found && (size_t) cw->len == v->len
+            && ngx_memcmp(cw->text, v->value, v->len) == 0
+            && cw->rec.optin == MW_OPTIN_NONE)
+        {
+            continue;
+        }
+
+        ttl = mw_ttl(mw_contact_expiry(&cw->rec, cw->now), cw->now);
+
+        if (v->found) {
+            ngx_mw_mc_call(m, v->key, rc,
+                           memcached_cas(m, v->key, MW_KEY_TEXT_LEN, cw->text,
+                                         cw->len, (time_t) ttl, 0, v->cas));
+
+        } else {
+            ngx_mw_mc_call(m, v->key, rc,
+                           memcached_add(m, v->key, MW_KEY_TEXT_LEN, cw->text,
+                                         cw->len, (time_t) ttl, 0));
+        }
+
+        if (rc == MEMCACHED_SUCCESS) {
+            cw->written = 1;
+
+        } else {
+            cw->redo = 1;
+        }
+    }
+}
+
+
+/*
+ * The contacts written, read back: one that holds something else was
+ * changed by another node or request in between, and is done again.
+ */
+
+static void
+ngx_mw_mc_check_contacts(memcached_st *m, ngx_mw_mc_keys_t *ks,
+    ngx_mw_mc_change_t *w, ngx_log_t *log)
+{
+    ngx_int_t           rc;
+    ngx_uint_t          k, n;
+    ngx_mw_mc_keys_t    back;
+    ngx_mw_mc_value_t  *v;
+
+    n = 0;
+
+    for (k = 0; k < ks->n; k++) {
+        n += w[k].written;
+    }
+
+    if (n == 0) {
+        return;
+    }
+
+    rc = ngx_mw_mc_keys_alloc(&back, n, log);
+
+    if (rc == NGX_OK) {
+        for (k = 0; k < ks->n; k++) {
+            if (w[k].written) {
+                ngx_memcpy(back.v[back.n++].key, ks->v[k].key,
+                           MW_KEY_TEXT_LEN + 1);
+            }
+        }
+
+        rc = ngx_mw_mc_keys_read(m, &back, log);
+    }
+
+    for (k = 0; k < ks->n; k++) {
+        if (!w[k].written) {
+            continue;
+        }
+
+        v = (rc == NGX_OK) ? ngx_mw_mc_keys_lookup(&back, ks->v[k].key)
+                           : NULL;
+
+        if (v == NULL || !v->found || v->len != (size_t) w[k].len
+            || ngx_memcmp(v->value, w[k].text, v->len) != 0)
+        {
+            w[k].redo = 1;
+        }
+    }
+
+    if (back.v) {
+        ngx_free(back.v);
+    }
+}
+
+
+/*
+ * A round's commands, pipelined (ASCII):
+ *
+ *   1. the claims, each an add sent without waiting for its answer
+ *      ("noreply"), after a read of the batches' claims (a retried batch
+ *      needs no add);
+ *   2. one multi-key get of the claims, the contacts and the keys to
+ *      commit: a claim that holds its delivery's token is new (memcached
+ *      answers a connection's commands in order, so the add came first),
+ *      "C" a duplicate, anything else in flight elsewhere (busy: the
+ *      delivery looks again shortly);
+ *   3. the commits, each a set of "C", buffered, and the contacts, each a
+ *      cas with the value just read, noreply;
+ *   4. one multi-key get of the contacts written: one that holds
+ *      something else is done again with the gets/cas loop.
+ *
+ * Two round trips however many deliveries, and one send per new claim
+ * and per changed contact.  NGX_DECLINED: step 1 or 2 failed, and the
+ * round is done one by one (what it added is found to be its own).
+ */
+
+static ngx_int_t
+ngx_mw_mc_pipeline(memcached_st *m, ngx_mw_mc_round_t *rd, ngx_log_t *log)
+{
+    char                 mine[32];
+    size_t               mlen;
+    time_t               ttl;
+    ngx_uint_t           i, j, n, lapsed;
+    ngx_mw_claim_t      *c;
+    ngx_mw_ingest_t     *op;
+    ngx_mw_mc_keys_t     ks;
+    ngx_mw_mc_value_t   *v;
+    ngx_mw_mc_change_t  *w;
+    ngx_mw_mc_settle_t  *s;
+    ngx_mw_contact_op_t *co;
+    memcached_return_t   rc;
+
+    if (ngx_mw_mc_pre_read(m, rd, log) != NGX_OK
+        || ngx_mw_mc_add_claims(m, rd) != NGX_OK)
+    {
+        return NGX_DECLINED;
+    }
+
+    n = 0;
+
+    for (i = 0; i < rd->nops; i++) {
+        n += rd->ops[i]->nclaims + rd->ops[i]->ncontacts;
+    }
+
+    for (s = rd->settles; s; s = s->next) {
+        n += s->commit ? s->n : 0;
+    }
+
+    if (ngx_mw_mc_keys_alloc(&ks, n, log) != NGX_OK) {
+        return NGX_DECLINED;
+    }
+
+    for (i = 0; i < rd->nops; i++) {
+        op = rd->ops[i];
+
+        for (j = 0; j < op->nclaims; j++) {
+            if (op->claims[j].result == NGX_MW_CLAIM_BUSY) {
+                mw_key_text(ks.v[ks.n++].key, MW_KEY_DEDUPE,
+                            op->claims[j].key);
+            }
+        }
+
+        for (j = 0; j < op->ncontacts; j++) {
+            if (!op->contacts[j].close) {
+                mw_key_text(ks.v[ks.n++].key, MW_KEY_CONTACT,
+                            op->contacts[j].key);
+            }
+        }
+    }
+
+    for (s = rd->settles; s; s = s->next) {
+        for (j = 0; s->commit && j < s->n; j++) {
+            mw_key_text(ks.v[ks.n++].key, MW_KEY_DEDUPE, s->claims[j].key);
+        }
+    }
+
+    if (ngx_mw_mc_keys_read(m, &ks, log) != NGX_OK) {
+        if (ks.v) {
+            ngx_free(ks.v);
+        }
+
+        return NGX_DECLINED;
+    }
+
+    /* the claims */
+
+    for (i = 0; i < rd->nops; i++) {
+        op = rd->ops[i];
+        mlen = ngx_mw_mc_token(mine, op->owner);
+
+        for (j = 0; j < op->nclaims; j++) {
+            c = &op->claims[j];
+
+            if (c->result != NGX_MW_CLAIM_BUSY) {
+                continue;
+            }
+
+            v = ngx_mw_mc_keys_find(&ks, MW_KEY_DEDUPE, c->key);
+
+
+            if (ngx_mw_mc_holds(v, mine, mlen)) {
+                if (op->rc != NGX_OK) {
+                    /* given back below */
+                    c->result = NGX_MW_CLAIM_NEW;
+
+                } else if (ngx_mw_mc_fresh(m, rd->mc, c, op, v->key)
+                           != NGX_OK)
+                {
+                    op->rc = NGX_ERROR;
+                }
+
+            } else if (v && v->found && v->len == 1 && v->value[0] == 'C') {
+                c->result = NGX_MW_CLAIM_DUPLICATE;
+            }
+
+            /* else another delivery holds it, or just let it go: busy */
+        }
+
+        if (op->rc != NGX_OK) {
+            ngx_mw_mc_release_new(m, op);
+        }
+    }
+
+    /* the commits, then the contacts: writes, answers not awaited */
+
+    lapsed = 0;
+
+    (void) memcached_behavior_set(m, MEMCACHED_BEHAVIOR_NOREPLY, 1);
+
+    for (s = rd->settles; s; s = s->next) {
+        if (!s->commit) {
+            continue;
+        }
+
+        mlen = ngx_mw_mc_token(mine, s->owner);
+        ttl = (time_t) mw_ttl(ngx_time() + s->ttl, ngx_time());
+
+        for (j = 0; j < s->n; j++) {
+            v = ngx_mw_mc_keys_find(&ks, MW_KEY_DEDUPE, s->claims[j].key);
+
+            if (v == NULL) {
+                continue;
+            }
+
+            if (!ngx_mw_mc_holds(v, mine, mlen)) {
+                lapsed++;
+            }
+
+            ngx_mw_mc_call(m, v->key, rc,
+                           memcached_set(m, v->key, MW_KEY_TEXT_LEN, "C", 1,
+                                         ttl, 0));
+
+            if (rc != MEMCACHED_SUCCESS) {
+                ngx_log_error(NGX_LOG_ERR, log, 0,
+                              "meta_webhook: memcached could not commit a "
+                              "claim: %s; its lease ends it",
+                              memcached_strerror(m, rc));
+            }
+        }
+    }
+
+    w = ks.n ? ngx_calloc(ks.n * sizeof(ngx_mw_mc_change_t), log) : NULL;
+
+    if (w) {
+        ngx_mw_mc_write_contacts(m, rd, &ks, w);
+    }
+
+    (void) memcached_flush_buffers(m);
+    (void) memcached_behavior_set(m, MEMCACHED_BEHAVIOR_NOREPLY, 0);
+
+    if (w) {
+        ngx_mw_mc_check_contacts(m, &ks, w, log);
+    }
+
+    /* what could not be pipelined: one by one */
+
+    for (i = 0; i < rd->nops; i++) {
+        op = rd->ops[i];
+
+        if (op->rc != NGX_OK || !ngx_mw_mc_has_new(op)) {
+            continue;
+        }
+
+        for (j = 0; j < op->ncontacts; j++) {
+            co = &op->contacts[j];
+
+            if (!co->close) {
+                v = ngx_mw_mc_keys_find(&ks, MW_KEY_CONTACT, co->key);
+
+                if (w && v && !w[v - ks.v].redo) {
+                    continue;
+                }
+            }
+
+            if (ngx_mw_mc_contact(m, co, NULL, op->now, log) != NGX_OK) {
+                op->rc = NGX_ERROR;
+                ngx_mw_mc_release_new(m, op);
+                break;
+            }
+        }
+    }
+
+    for (s = rd->settles; s; s = s->next) {
+        if (!s->commit) {
+            (void) ngx_mw_mc_settle_one(m, s, log);
+        }
+    }
+
+    ngx_mw_mc_lapsed(log, lapsed);
+
+    if (w) {
+        ngx_free(w);
+    }
+
+    ngx_free(ks.v);
+
+    return NGX_OK;
 }
 
 
@@ -1962,6 +2800,9 @@ ngx_http_meta_webhook_mc_sent(void *state, u_char *sent, u_char *contact,
 
     (void) memcached_set(m, key, MW_KEY_TEXT_LEN, value, MW_KEY_HEX_LEN,
                          (time_t) mw_ttl(ngx_time() + ttl, ngx_time()), 0);
+
+    /* sets are buffered (see ngx_mw_mc_get_handle) */
+    (void) memcached_flush_buffers(m);
 }
 
 

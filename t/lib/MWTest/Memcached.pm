@@ -297,7 +297,8 @@ sub node {
     my ($self, %o) = @_;
     my $ng = MWTest::Nginx->new(workers => $o{workers} // 2,
                                 error_level => $o{error_level} // 'info');
-    my $state = 'meta_webhook_state memcached ' . $self->servers
+    my $state = 'meta_webhook_state memcached '
+              . ($o{servers} // $self->servers)
               . (length($o{state} // '') ? " $o{state}" : '') . ";\n";
     my $server = MWTest::webhook_location(
             inbox => $o{inbox}->port, secret => '%SECRET_FILE%',

@@ -1,0 +1,172 @@
+#!/usr/bin/perl
+# The memcached backend's rounds, seen on the wire: one nginx node (ASCII,
+# one worker) talks to one memcached through a proxy that logs every
+# command and can step in between two of them (t/lib/MWTest/McProxy.pm).
+#
+#   - a delivery's claim is an add sent without waiting ("noreply"), read
+#     back with its contact in one multi-key get; the contact is a cas
+#     sent the same way and read back; the commit, in the next round, is
+#     a read of the claim (whether its lease lapsed) with that round's
+#     and a set sent the same way;
+#   - another writer changes the contact between the module's read and
+#     its cas: the cas is lost (memcached's cas_badval), the read-back
+#     shows it, and the contact is done again on top of the other
+#     writer's record, nothing of either lost;
+#   - the round's read fails (its connection is cut): the round is done
+#     one by one, finds the claims it added to be its own, and hands the
+#     update off once;
+#   - concurrent copies of one update on one node: one handed off, the
+#     rest duplicates or busy.
+
+use strict;
+use warnings;
+use Test::More;
+use lib 't/lib';
+use MWTest;
+use MWTest::Meta;
+use MWTest::Memcached;
+use MWTest::McProxy;
+
+plan skip_all => "no module at $MODULE (run make)" unless -f $MODULE;
+plan skip_all => "no memcached at $MWTest::Memcached::BINARY"
+    unless MWTest::Memcached::available();
+
+my $mc = MWTest::Memcached->start(1);
+my $px = MWTest::McProxy->start($mc->port(0));
+my $inbox = MWTest::Inbox->start;
+my $ng = $mc->node(inbox => $inbox, workers => 1,
+                   servers => '127.0.0.1:' . $px->port,
+                   state => 'connect_timeout=2s poll_timeout=2s');
+
+sub result { $_[0]->status . ' ' . ($_[0]->header('x-mw-result') // '-') }
+
+sub handed {
+    my ($id) = @_;
+    return scalar grep { ($_->{id} // '') eq $id } $inbox->events;
+}
+
+sub record {
+    my ($contact) = @_;
+    return MWTest::Memcached::contact_record(scalar $mc->find(
+        MWTest::Memcached::contact_key(PNID, $contact))) // {};
+}
+
+sub cas_badval { $mc->stats(0)->{cas_badval} // 0 }
+
+# the commands seen since mark $n (a count of lines), with keys named
+sub since {
+    my ($n, %name) = @_;
+    my @c = ($px->commands)[$n .. scalar($px->commands) - 1];
+    for (@c) {
+        my $line = $_;
+        $line =~ s/\Q$name{$_}\E/$_/g for keys %name;
+        $_ = $line;
+    }
+    return @c;
+}
+
+# --- one new delivery, command by command
+
+my $T = time - 3600;
+my $c = new_contact();
+my $m = msg_text(from => $c, ts => $T);
+my $d = MWTest::Memcached::message_key($m->get('id'));
+my $k = MWTest::Memcached::contact_key(PNID, $c);
+my $mark = () = $px->commands;
+
+is result($ng->deliver(delivery(messages => [$m]))), '200 new',
+    'a new delivery: 200 new';
+ok MWTest::wait_until(sub { ($mc->find($d) // '') eq 'C' }, 5),
+    'its claim is committed';
+my @cmds = grep { !/^(?:version|stats)/ } since($mark, D => $d, K => $k);
+note "commands: @cmds";
+like $cmds[0] // '', qr/^add D 0 \d+ 17 noreply$/,
+    'the claim: an add, its answer not awaited';
+like $cmds[1] // '', qr/^gets? (?:D K|K D)$/,
+    'then one multi-key get of the claim and the contact';
+like $cmds[2] // '', qr/^add K 0 \d+ \d+ noreply$/,
+    'a new contact: an add, its answer not awaited';
+like $cmds[3] // '', qr/^gets? K$/, 'the contact read back';
+like $cmds[4] // '', qr/^gets? D$/,
+    'the commit, in the next round: the claim read (still ours?)';
+like $cmds[5] // '', qr/^set D 0 \d+ 1 noreply$/,
+    'and a set of "C", its answer not awaited';
+is scalar @cmds, 6, 'six commands in all, three of them round trips';
+is record($c)->{window}, $T + 86400, 'the window: T + 24 h';
+
+# the contact exists now: the next message of it is a cas
+
+$m = msg_text(from => $c, ts => $T + 60);
+$mark = () = $px->commands;
+is result($ng->deliver(delivery(messages => [$m]))), '200 new',
+    'the next message: 200 new';
+@cmds = since($mark, K => $k);
+ok scalar(grep { /^cas K 0 \d+ \d+ \d+ noreply$/ } @cmds),
+    'a known contact: a cas with the value just read, not awaited';
+is record($c)->{window}, $T + 60 + 86400, 'the window moved forward';
+
+# --- another writer between the read and the cas
+
+{
+    my $r0 = record($c);
+    # the other writer: an opt-in, at a time before both messages
+    my $other = join ' ', $r0->{window}, $r0->{session}, 0, 1, $T - 100;
+    $px->before_cas($k, $other);
+    my $bad0 = cas_badval();
+    $m = msg_text(from => $c, ts => $T + 600);
+    $mark = () = $px->commands;
+    is result($ng->deliver(delivery(messages => [$m]))), '200 new',
+        'a cas lost to another writer: still 200 new';
+    ok !$px->armed, 'the other writer wrote between the read and the cas';
+    is cas_badval() - $bad0, 1, 'memcached refused the module\'s cas once';
+    my $r = record($c);
+    is $r->{window}, $T + 600 + 86400,
+        'the message is in the record: done again after the read-back';
+    is "$r->{optin} $r->{optin_ts}", '1 ' . ($T - 100),
+        'and so is the other writer\'s opt-in';
+    @cmds = since($mark, K => $k);
+    note "commands: @cmds";
+    ok scalar(grep { /^cas K .* noreply$/ } @cmds)
+       && scalar(grep { /^cas K 0 \d+ \d+ \d+$/ } @cmds),
+        'the second cas is a plain one, its answer awaited';
+    is handed($m->get('id')), 1, 'handed off once';
+}
+
+# --- the round's read fails: one by one, the claim found to be ours
+
+{
+    my $m2 = msg_text(from => new_contact(), ts => $T);
+    my $d2 = MWTest::Memcached::message_key($m2->get('id'));
+    $px->cut_next_get;
+    my $log = $ng->log_mark;
+    is result($ng->deliver(delivery(messages => [$m2]))), '200 new',
+        'the round\'s get cut: 200 new all the same';
+    ok !$px->armed, 'the get was cut';
+    is handed($m2->get('id')), 1, 'handed off once';
+    ok MWTest::wait_until(sub { ($mc->find($d2) // '') eq 'C' }, 5),
+        'and committed';
+    is result($ng->deliver(delivery(messages => [$m2]))), '200 duplicate',
+        'a retry: 200 duplicate';
+    is handed($m2->get('id')), 1, 'not handed off again';
+    unlike $ng->error_log_since($log), qr/\[(?:alert|crit|emerg)\]/,
+        'nothing worse than an error logged';
+}
+
+# --- concurrent copies of one update on one node: gathered into rounds
+
+{
+    my $m3 = msg_text(from => new_contact(), ts => $T);
+    my $body = delivery(messages => [$m3]);
+    $inbox->set(delay => 0.2);
+    my @res = MWTest::in_parallel(8, sub { result($ng->deliver($body)) }, 20);
+    $inbox->set(delay => 0);
+    is scalar(grep { $_ eq '200 new' } @res), 1,
+        'eight copies at once: one 200 new'
+        or diag "@res";
+    is scalar(grep { !/^(?:200 new|200 duplicate|503 busy)$/ } @res), 0,
+        'the others 200 duplicate or 503 busy'
+        or diag "@res";
+    is handed($m3->get('id')), 1, 'handed off once';
+}
+
+done_testing;

@@ -1,0 +1,179 @@
+package MWTest::McProxy;
+
+# A proxy in front of one memcached server, for the tests: it listens on
+# a free 127.0.0.1 port and passes every connection through, reading the
+# client's side command by command (the text protocol, data blocks
+# skipped), so that a test sees the commands the module sends and can
+# step in between two of them.  Core Perl modules only.
+#
+#   my $px = MWTest::McProxy->start($mc->port(0));
+#   $px->port;                   # the port to give the module
+#   $px->commands;               # the command lines seen so far
+#   $px->before_cas($key, $v);   # the next "cas $key ..." is preceded by
+#                                # a set of $key to $v, made by the proxy
+#                                # on a connection of its own: another
+#                                # writer between the module's read and
+#                                # its cas
+#   $px->cut_next_get;           # the next get or gets closes its
+#                                # connection instead of being passed on
+#
+# The arms are files in the proxy's directory, looked at by the proxy
+# (a forked child) on each command, and removed once used.
+
+use strict;
+use warnings;
+
+use IO::Select;
+use IO::Socket::INET;
+use POSIX ();
+
+use MWTest ();
+
+use parent 'MWTest::Owned';
+
+sub start {
+    my ($class, $upstream) = @_;
+    my $self = bless { dir => MWTest::new_dir('mcproxy'), owner => $$,
+                       upstream => $upstream }, $class;
+    MWTest::register($self);
+    for my $attempt (1 .. 5) {
+        my $port = MWTest::free_port();
+        my $listen = IO::Socket::INET->new(LocalAddr => '127.0.0.1',
+            LocalPort => $port, Listen => 64, ReuseAddr => 1) or next;
+        my $pid = fork;
+        die "fork: $!" unless defined $pid;
+        if (!$pid) {
+            $SIG{$_} = 'DEFAULT' for qw(TERM INT HUP);
+            $SIG{PIPE} = 'IGNORE';
+            _serve($self, $listen);
+            POSIX::_exit(0);
+        }
+        close $listen;
+        @$self{qw(port pid)} = ($port, $pid);
+        return $self;
+    }
+    die "no port for the memcached proxy";
+}
+
+sub port { $_[0]{port} }
+
+sub commands {
+    my ($self) = @_;
+    my $t = MWTest::slurp("$self->{dir}/commands.log") // '';
+    return split /\n/, $t;
+}
+
+sub before_cas {
+    my ($self, $key, $value) = @_;
+    MWTest::spew("$self->{dir}/arm-cas", "$key\n$value");
+}
+
+sub cut_next_get { MWTest::spew("$_[0]{dir}/arm-cut", "1") }
+
+sub armed { -e "$_[0]{dir}/arm-cas" || -e "$_[0]{dir}/arm-cut" }
+
+sub stop {
+    my ($self) = @_;
+    my $pid = delete $self->{pid} or return;
+    kill 'KILL', $pid;
+    waitpid $pid, 0;
+}
+
+
+# --- the child
+
+sub _serve {
+    my ($self, $listen) = @_;
+    my $dir = $self->{dir};
+    open my $log, '>>', "$dir/commands.log" or POSIX::_exit(1);
+    $log->autoflush(1);
+    my $sel = IO::Select->new($listen);
+    my (%peer, %client, %buf);
+
+    my $drop = sub {
+        my @pair = grep { defined } ($_[0], $peer{$_[0]});
+        for my $fh (@pair) {
+            $sel->remove($fh);
+            delete @{$_}{$fh} for \%peer, \%client, \%buf;
+        }
+        close $_ for @pair;
+    };
+
+    while (1) {
+        for my $fh ($sel->can_read) {
+            next unless $fh == $listen || exists $peer{$fh};
+            if ($fh == $listen) {
+                my $c = $listen->accept or next;
+                my $u = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                    PeerPort => $self->{upstream}, Proto => 'tcp')
+                    or do { close $c; next };
+                binmode $_ for $c, $u;
+                @peer{$c, $u} = ($u, $c);
+                $client{$c} = 1;
+                $buf{$c} = '';
+                $sel->add($c, $u);
+                next;
+            }
+            my $n = sysread $fh, my $data, 65536;
+            if (!$n) { $drop->($fh); next }
+            if (!$client{$fh}) { _write($peer{$fh}, $data); next }
+            $buf{$fh} .= $data;
+            while (defined(my $cmd = _next_command(\$buf{$fh}))) {
+                my ($line) = $cmd =~ /^([^\r]*)/;
+                print $log "$line\n";
+                if ($line =~ /^gets? / && unlink "$dir/arm-cut") {
+                    $drop->($fh);
+                    last;
+                }
+                if ($line =~ /^cas (\S+) / && -e "$dir/arm-cas") {
+                    my ($key, $value) =
+                        split /\n/, MWTest::slurp("$dir/arm-cas"), 2;
+                    if ($key eq $1) {
+                        unlink "$dir/arm-cas";
+                        _set($self->{upstream}, $key, $value);
+                    }
+                }
+                _write($peer{$fh}, $cmd);
+            }
+        }
+    }
+}
+
+# the next whole command in $$buf, taken out of it; undef until complete
+sub _next_command {
+    my ($buf) = @_;
+    my $eol = index $$buf, "\r\n";
+    return undef if $eol < 0;
+    my $len = $eol + 2;
+    if (substr($$buf, 0, $eol)
+            =~ /^(?:set|add|replace|append|prepend|cas) \S+ \d+ -?\d+ (\d+)/)
+    {
+        $len += $1 + 2;
+        return undef if length $$buf < $len;
+    }
+    return substr $$buf, 0, $len, '';
+}
+
+sub _write {
+    my ($fh, $data) = @_;
+    while (length $data) {
+        my $n = syswrite $fh, $data;
+        return unless $n;
+        substr $data, 0, $n, '';
+    }
+}
+
+sub _set {
+    my ($port, $key, $value) = @_;
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port,
+                                  Proto => 'tcp', Timeout => 2) or return;
+    _write($s, "set $key 0 0 " . length($value) . "\r\n$value\r\n");
+    my $answer = '';
+    while ($answer !~ /\r\n/) {
+        my $n = sysread $s, $answer, 256, length $answer;
+        last unless $n;
+    }
+    close $s;
+}
+
+1;
