@@ -13,10 +13,13 @@
  *   a claim       add "I<owner>" with the lease as TTL: NOTSTORED means
  *                 another delivery has it, read to tell "C" (committed,
  *                 a duplicate) from "I..." (in flight);
- *   commit        gets, then cas "C" with the dedupe TTL if still ours;
+ *   commit        "C" with the dedupe TTL, whoever holds the key now;
  *   release       gets, then delete if still ours;
  *   a contact     gets, change with the rules, cas (add when absent),
  *                 again when another node changed it meanwhile.
+ *
+ * A worker sends them in rounds: what one pass of its event loop asked
+ * for, in one task, pipelined with the ASCII protocol (see "Rounds").
  *
  * The counters of the status page stay per node, in a small shared
  * memory zone.
@@ -30,7 +33,6 @@
 
 #define NGX_MW_MC_CAS_TRIES   8
 #define NGX_MW_MC_VALUE_MAX   160
-#define NGX_MW_MC_BUSY_POLLS  5       /* 10 ms each */
 #define NGX_MW_MC_PENDING_POLLS  10   /* 10 ms each */
 #define NGX_MW_MC_PENDING_TTL    2    /* s */
 #define NGX_MW_MC_GROUP_LEN   16
@@ -818,7 +820,7 @@ static ngx_int_t
 ngx_mw_mc_claim(memcached_st *m, ngx_mw_mc_t *mc, ngx_mw_claim_t *c,
     ngx_mw_ingest_t *op, ngx_log_t *log)
 {
-    int                 tries, polls;
+    int                 tries;
     char                key[MW_KEY_TEXT_LEN + 1], value[NGX_MW_MC_VALUE_MAX];
     char                mine[32];
     size_t              len, mlen;
@@ -870,32 +872,7 @@ ngx_mw_mc_claim(memcached_st *m, ngx_mw_mc_t *mc, ngx_mw_claim_t *c,
             return NGX_OK;
         }
 
-        /*
-         * In flight elsewhere.  A copy sent right after the first was
-         * answered finds the claim before its commit, which is posted from
-         * the log phase, lands: wait a little for it, here in the thread.
-         */
-
-        for (polls = 0; polls < NGX_MW_MC_BUSY_POLLS; polls++) {
-            ngx_msleep(10);
-
-            rc = ngx_mw_mc_gets(m, key, value, &len, &cas);
-
-            if (rc == MEMCACHED_NOTFOUND) {
-                break;
-            }
-
-            if (rc == MEMCACHED_SUCCESS && len == 1 && value[0] == 'C') {
-                c->result = NGX_MW_CLAIM_DUPLICATE;
-                return NGX_OK;
-            }
-        }
-
-        if (rc == MEMCACHED_NOTFOUND) {
-            /* released meanwhile: claim it */
-            continue;
-        }
-
+        /* in flight elsewhere: the event loop looks again shortly */
         c->result = NGX_MW_CLAIM_BUSY;
         return NGX_OK;
     }
