@@ -36,6 +36,7 @@
 #define NGX_MW_MC_PENDING_POLLS  10   /* 10 ms each */
 #define NGX_MW_MC_PENDING_TTL    2    /* s */
 #define NGX_MW_MC_GROUP_LEN   16
+#define NGX_MW_MC_ROUNDS      2       /* in the pool at once, per worker */
 
 
 /*
@@ -101,9 +102,15 @@ typedef struct {
     ngx_http_meta_webhook_main_conf_t  *mmcf;  /* its ring */
     ngx_log_t                  *log;
 
-    /* this worker's round being gathered, and the event that sends it */
+    /*
+     * This worker's round being gathered, the event that sends it, its
+     * rounds in the pool, and a timer that keeps a worker that stops
+     * running until they are done.
+     */
     ngx_mw_mc_round_t          *round;
     ngx_event_t                 round_post;
+    ngx_uint_t                  rounds;
+    ngx_event_t                 round_guard;
 } ngx_mw_mc_t;
 
 
@@ -1356,13 +1363,17 @@ ngx_mw_mc_lapsed(ngx_log_t *log, ngx_uint_t lapsed)
  * within one pass of its event loop go to memcached together, in one
  * task of the pool, posted once the pass has handled every event it had:
  * one hand-off to a thread and back for all of them, however many, and
- * their commands pipelined (ngx_mw_mc_pipeline).  Under load a round
- * gathers what arrived while the previous one worked; a lone delivery
- * is a round of one, sent at once.  A worker that stops finishes its
- * pass first, and the pool runs every task posted before it exits.
+ * their commands pipelined (ngx_mw_mc_pipeline).  A lone delivery is a
+ * round of one, sent at once.  With NGX_MW_MC_ROUNDS rounds of a worker
+ * in the pool, the next one gathers until one of them is done: under
+ * load, rounds grow instead of multiplying, and what a round costs
+ * whatever its size (its round trips, the hand-off) is shared by more
+ * deliveries.  A worker that stops sends what it gathers at once, and
+ * the guard timer keeps it running until its rounds are done.
  */
 
 static void ngx_mw_mc_round_post(ngx_event_t *ev);
+static void ngx_mw_mc_round_guard(ngx_event_t *ev);
 static void ngx_mw_mc_round_thread(void *data, ngx_log_t *log);
 static void ngx_mw_mc_round_done(ngx_event_t *ev);
 static ngx_int_t ngx_mw_mc_pipeline(memcached_st *m, ngx_mw_mc_round_t *rd,
@@ -1392,7 +1403,25 @@ ngx_mw_mc_gather(ngx_mw_mc_t *mc, ngx_log_t *log)
     mc->round_post.log = ngx_cycle->log;
     ngx_post_event(&mc->round_post, &ngx_posted_events);
 
+    if (!mc->round_guard.timer_set) {
+        mc->round_guard.handler = ngx_mw_mc_round_guard;
+        mc->round_guard.data = mc;
+        mc->round_guard.log = ngx_cycle->log;
+        ngx_add_timer(&mc->round_guard, 60000);
+    }
+
     return rd;
+}
+
+
+static void
+ngx_mw_mc_round_guard(ngx_event_t *ev)
+{
+    ngx_mw_mc_t *mc = ev->data;
+
+    if (mc->rounds || mc->round) {
+        ngx_add_timer(ev, 60000);
+    }
 }
 
 
@@ -1405,11 +1434,17 @@ ngx_mw_mc_round_post(ngx_event_t *ev)
     ngx_mw_mc_round_t  *rd;
 
     rd = mc->round;
-    mc->round = NULL;
 
-    if (rd == NULL) {
+    if (rd == NULL
+        || (mc->rounds >= NGX_MW_MC_ROUNDS
+            && !ngx_exiting && !ngx_quit && !ngx_terminate))
+    {
+        /* posted again when a round is done */
         return;
     }
+
+    mc->round = NULL;
+    mc->rounds++;
 
     rd->task.ctx = rd;
     rd->task.handler = ngx_mw_mc_round_thread;
@@ -1437,8 +1472,20 @@ ngx_mw_mc_round_done(ngx_event_t *ev)
     ngx_mw_mc_round_t *rd = ev->data;
 
     ngx_uint_t           i, n;
+    ngx_mw_mc_t         *mc;
     ngx_mw_ingest_t    **ops;
     ngx_mw_mc_settle_t  *s, *next;
+
+    mc = rd->mc;
+    mc->rounds--;
+
+    if (mc->round) {
+        /* gathered meanwhile: sent at the end of this pass */
+        ngx_post_event(&mc->round_post, &ngx_posted_events);
+
+    } else if (mc->rounds == 0 && mc->round_guard.timer_set) {
+        ngx_del_timer(&mc->round_guard);
+    }
 
     for (s = rd->settles; s; s = next) {
         next = s->next;
