@@ -37,6 +37,7 @@
 #define NGX_MW_MC_PENDING_TTL    2    /* s */
 #define NGX_MW_MC_GROUP_LEN   16
 #define NGX_MW_MC_ROUNDS      2       /* in the pool at once, per worker */
+#define NGX_MW_MC_CHECK_TRIES 2       /* pipelined, then the gets/cas loop */
 
 
 /*
@@ -126,9 +127,37 @@ struct ngx_mw_mc_settle_s {
 };
 
 
+/* a message as a contact's record takes it */
+typedef struct {
+    int64_t                     from;
+    int64_t                     optin_ts;
+    ngx_uint_t                  optin;
+    time_t                      now;
+} ngx_mw_mc_msg_t;
+
+
+/*
+ * A contact written without waiting for memcached's answer: read back by
+ * the next round, which applies its messages again if the record holds
+ * anything else (another writer got there between the read and the cas).
+ */
+typedef struct ngx_mw_mc_check_s  ngx_mw_mc_check_t;
+
+struct ngx_mw_mc_check_s {
+    ngx_mw_mc_check_t          *next;
+    char                        key[MW_KEY_TEXT_LEN + 1];
+    char                        text[MW_CONTACT_TEXT_MAX + 1];
+    int                         len;
+    ngx_uint_t                  tries;
+    ngx_uint_t                  nmsgs;
+    ngx_mw_mc_msg_t             msgs[1];
+};
+
+
 /*
  * What one pass of a worker's event loop asked of memcached: deliveries
- * to claim and settles, done together in one task of the pool.
+ * to claim, settles, and the contacts the previous round wrote, done
+ * together in one task of the pool.
  */
 struct ngx_mw_mc_round_s {
     ngx_thread_task_t           task;
@@ -138,6 +167,8 @@ struct ngx_mw_mc_round_s {
     ngx_uint_t                  nalloc;
     ngx_mw_mc_settle_t         *settles;
     ngx_mw_mc_settle_t        **last;
+    ngx_mw_mc_check_t          *checks;       /* to read back */
+    ngx_mw_mc_check_t          *written;      /* for the next round */
 };
 
 
@@ -1358,6 +1389,29 @@ ngx_mw_mc_lapsed(ngx_log_t *log, ngx_uint_t lapsed)
 }
 
 
+static void
+ngx_mw_mc_lost(ngx_uint_t n, ngx_log_t *log)
+{
+    ngx_log_error(NGX_LOG_ERR, log, 0,
+                  "meta_webhook: memcached could not record the windows of "
+                  "%ui messages handed off; a reply to their contact may be "
+                  "refused as outside its window until the contact writes "
+                  "again", n);
+}
+
+
+static void
+ngx_mw_mc_free_checks(ngx_mw_mc_check_t *chk)
+{
+    ngx_mw_mc_check_t  *next;
+
+    for ( /* void */ ; chk; chk = next) {
+        next = chk->next;
+        ngx_free(chk);
+    }
+}
+
+
 /*
  * Rounds.  The deliveries a worker claims and the claims it settles
  * within one pass of its event loop go to memcached together, in one
@@ -1378,6 +1432,8 @@ static void ngx_mw_mc_round_thread(void *data, ngx_log_t *log);
 static void ngx_mw_mc_round_done(ngx_event_t *ev);
 static ngx_int_t ngx_mw_mc_pipeline(memcached_st *m, ngx_mw_mc_round_t *rd,
     ngx_log_t *log);
+static ngx_int_t ngx_mw_mc_redo(memcached_st *m, const char *key,
+    const ngx_mw_mc_msg_t *msg, ngx_log_t *log);
 
 
 static ngx_mw_mc_round_t *
@@ -1474,10 +1530,29 @@ ngx_mw_mc_round_done(ngx_event_t *ev)
     ngx_uint_t           i, n;
     ngx_mw_mc_t         *mc;
     ngx_mw_ingest_t    **ops;
+    ngx_mw_mc_check_t  **last;
+    ngx_mw_mc_round_t   *next_rd;
     ngx_mw_mc_settle_t  *s, *next;
 
     mc = rd->mc;
     mc->rounds--;
+
+    ngx_mw_mc_free_checks(rd->checks);
+
+    if (rd->written) {
+        next_rd = ngx_mw_mc_gather(mc, ngx_cycle->log);
+
+        if (next_rd) {
+            for (last = &next_rd->checks; *last; last = &(*last)->next) {
+                /* void */
+            }
+
+            *last = rd->written;
+
+        } else {
+            ngx_mw_mc_free_checks(rd->written);
+        }
+    }
 
     if (mc->round) {
         /* gathered meanwhile: sent at the end of this pass */
@@ -1516,6 +1591,7 @@ ngx_mw_mc_round_thread(void *data, ngx_log_t *log)
 
     ngx_uint_t           i, lapsed;
     memcached_st        *m;
+    ngx_mw_mc_check_t   *chk;
     ngx_mw_mc_settle_t  *s;
 
     m = ngx_mw_mc_get_handle(rd->mc, log);
@@ -1558,6 +1634,18 @@ ngx_mw_mc_round_thread(void *data, ngx_log_t *log)
         }
 
         ngx_mw_mc_ingest_one(m, rd->mc, rd->ops[i], log);
+    }
+
+    for (chk = rd->checks; chk; chk = chk->next) {
+        for (i = 0; i < chk->nmsgs; i++) {
+            m = ngx_mw_mc_get_handle(rd->mc, log);
+
+            if (m == NULL
+                || ngx_mw_mc_redo(m, chk->key, &chk->msgs[i], log) != NGX_OK)
+            {
+                ngx_mw_mc_lost(1, log);
+            }
+        }
     }
 
     ngx_mw_mc_lapsed(log, lapsed);
@@ -1883,6 +1971,10 @@ typedef struct {
     mw_contact_rec_t            rec;
     time_t                      now;
     int                         len;
+    ngx_int_t                   first;        /* of its messages, -1: none */
+    ngx_int_t                   last;
+    ngx_uint_t                  nmsgs;
+    ngx_uint_t                  tries;
     unsigned                    touched:1;
     unsigned                    written:1;
     unsigned                    redo:1;
@@ -1890,23 +1982,143 @@ typedef struct {
 } ngx_mw_mc_change_t;
 
 
+/* the messages a round applies, chained per contact */
+typedef struct {
+    ngx_mw_mc_msg_t             msg;
+    ngx_int_t                   next;
+} ngx_mw_mc_link_t;
+
+
+typedef struct {
+    ngx_mw_mc_keys_t           *ks;
+    ngx_mw_mc_change_t         *w;
+    ngx_mw_mc_link_t           *links;
+    ngx_uint_t                  nlinks;
+} ngx_mw_mc_changes_t;
+
+
+/* one message applied to its contact's record, and kept with it */
+
+static ngx_mw_mc_change_t *
+ngx_mw_mc_apply(ngx_mw_mc_changes_t *ch, const char *key,
+    const ngx_mw_mc_msg_t *msg)
+{
+    ngx_int_t            l;
+    ngx_mw_mc_value_t   *v;
+    ngx_mw_mc_change_t  *cw;
+
+    v = ngx_mw_mc_keys_lookup(ch->ks, key);
+    if (v == NULL) {
+        return NULL;
+    }
+
+    cw = &ch->w[v - ch->ks->v];
+
+    if (!cw->touched) {
+        ngx_mw_mc_contact_value(&cw->rec, v->found ? v->value : NULL,
+                                v->len);
+        cw->touched = 1;
+        cw->first = -1;
+    }
+
+    mw_contact_message(&cw->rec, msg->from, (int) msg->optin, msg->optin_ts);
+
+    if (msg->now > cw->now) {
+        cw->now = msg->now;
+    }
+
+    l = (ngx_int_t) ch->nlinks++;
+    ch->links[l].msg = *msg;
+    ch->links[l].next = -1;
+
+    if (cw->first == -1) {
+        cw->first = l;
+
+    } else {
+        ch->links[cw->last].next = l;
+    }
+
+    cw->last = l;
+    cw->nmsgs++;
+
+    return cw;
+}
+
+
 /*
- * Every contact of the round's deliveries that have a new update, from
- * the value just read: the messages of all of them applied in turn, one
- * cas (an add when absent) per contact, unless nothing changed.
+ * A contact's message, done on its own with the gets/cas loop: its
+ * round's write could not be sent or was replaced twice by other
+ * writers, or the round is done one by one.
+ */
+
+static ngx_int_t
+ngx_mw_mc_redo(memcached_st *m, const char *key, const ngx_mw_mc_msg_t *msg,
+    ngx_log_t *log)
+{
+    ngx_mw_contact_op_t  co;
+
+    ngx_memzero(&co, sizeof(ngx_mw_contact_op_t));
+
+    if (ngx_mw_mc_hex_decode(co.key, key + MW_KEY_TEXT_LEN - MW_KEY_HEX_LEN)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    co.from = msg->from;
+    co.optin = msg->optin;
+    co.optin_ts = msg->optin_ts;
+
+    return ngx_mw_mc_contact(m, &co, NULL, msg->now, log);
+}
+
+
+/*
+ * The contacts: those a previous round wrote, read back with this one's
+ * keys (one that holds anything but what was written lost its cas to
+ * another writer, and its messages are applied again), and those of this
+ * round's deliveries that have a new update.  The messages of each
+ * contact applied in turn to the value just read, then one cas (an add
+ * when absent) per contact, unless nothing changed; each written one is
+ * a check for the next round.
  */
 
 static void
 ngx_mw_mc_write_contacts(memcached_st *m, ngx_mw_mc_round_t *rd,
-    ngx_mw_mc_keys_t *ks, ngx_mw_mc_change_t *w)
+    ngx_mw_mc_changes_t *ch, ngx_log_t *log)
 {
+    char                 key[MW_KEY_TEXT_LEN + 1];
+    size_t               size;
     int64_t              ttl;
+    ngx_int_t            l;
     ngx_uint_t           i, j, k;
     ngx_mw_ingest_t     *op;
+    ngx_mw_mc_msg_t      msg;
+    ngx_mw_mc_check_t   *chk, **last;
     ngx_mw_mc_value_t   *v;
     ngx_mw_mc_change_t  *cw;
     ngx_mw_contact_op_t *co;
     memcached_return_t   rc;
+
+    for (chk = rd->checks; chk; chk = chk->next) {
+        v = ngx_mw_mc_keys_lookup(ch->ks, chk->key);
+
+        if (v && v->found && v->len == (size_t) chk->len
+            && ngx_memcmp(v->value, chk->text, v->len) == 0)
+        {
+            continue;
+        }
+
+        cw = NULL;
+
+        for (i = 0; i < chk->nmsgs; i++) {
+            cw = ngx_mw_mc_apply(ch, chk->key, &chk->msgs[i]);
+        }
+
+        if (cw && cw->tries < chk->tries + 1) {
+            cw->tries = chk->tries + 1;
+        }
+    }
 
     for (i = 0; i < rd->nops; i++) {
         op = rd->ops[i];
@@ -1922,31 +2134,33 @@ ngx_mw_mc_write_contacts(memcached_st *m, ngx_mw_mc_round_t *rd,
                 continue;
             }
 
-            v = ngx_mw_mc_keys_find(ks, MW_KEY_CONTACT, co->key);
-            if (v == NULL) {
-                continue;
+            msg.from = co->from;
+            msg.optin = co->optin;
+            msg.optin_ts = co->optin_ts;
+            msg.now = op->now;
+
+            mw_key_text(key, MW_KEY_CONTACT, co->key);
+
+            cw = ngx_mw_mc_apply(ch, key, &msg);
+            if (cw) {
+                co->expires = cw->rec.window;
             }
-
-            cw = &w[v - ks->v];
-
-            if (!cw->touched) {
-                ngx_mw_mc_contact_value(&cw->rec, v->found ? v->value : NULL,
-                                        v->len);
-                cw->touched = 1;
-            }
-
-            mw_contact_message(&cw->rec, co->from, (int) co->optin,
-                               co->optin_ts);
-            cw->now = op->now;
-            co->expires = cw->rec.window;
         }
     }
 
-    for (k = 0; k < ks->n; k++) {
-        cw = &w[k];
-        v = &ks->v[k];
+    last = &rd->written;
+
+    for (k = 0; k < ch->ks->n; k++) {
+        cw = &ch->w[k];
+        v = &ch->ks->v[k];
 
         if (!cw->touched) {
+            continue;
+        }
+
+        if (cw->tries >= NGX_MW_MC_CHECK_TRIES) {
+            /* other writers keep getting there first */
+            cw->redo = 1;
             continue;
         }
 
@@ -1979,70 +2193,35 @@ ngx_mw_mc_write_contacts(memcached_st *m, ngx_mw_mc_round_t *rd,
                                          cw->len, (time_t) ttl, 0));
         }
 
-        if (rc == MEMCACHED_SUCCESS) {
-            cw->written = 1;
-
-        } else {
+        if (rc != MEMCACHED_SUCCESS) {
             cw->redo = 1;
-        }
-    }
-}
-
-
-/*
- * The contacts written, read back: one that holds something else was
- * changed by another node or request in between, and is done again.
- */
-
-static void
-ngx_mw_mc_check_contacts(memcached_st *m, ngx_mw_mc_keys_t *ks,
-    ngx_mw_mc_change_t *w, ngx_log_t *log)
-{
-    ngx_int_t           rc;
-    ngx_uint_t          k, n;
-    ngx_mw_mc_keys_t    back;
-    ngx_mw_mc_value_t  *v;
-
-    n = 0;
-
-    for (k = 0; k < ks->n; k++) {
-        n += w[k].written;
-    }
-
-    if (n == 0) {
-        return;
-    }
-
-    rc = ngx_mw_mc_keys_alloc(&back, n, log);
-
-    if (rc == NGX_OK) {
-        for (k = 0; k < ks->n; k++) {
-            if (w[k].written) {
-                ngx_memcpy(back.v[back.n++].key, ks->v[k].key,
-                           MW_KEY_TEXT_LEN + 1);
-            }
-        }
-
-        rc = ngx_mw_mc_keys_read(m, &back, log);
-    }
-
-    for (k = 0; k < ks->n; k++) {
-        if (!w[k].written) {
             continue;
         }
 
-        v = (rc == NGX_OK) ? ngx_mw_mc_keys_lookup(&back, ks->v[k].key)
-                           : NULL;
+        /* read back with the next round */
 
-        if (v == NULL || !v->found || v->len != (size_t) w[k].len
-            || ngx_memcmp(v->value, w[k].text, v->len) != 0)
-        {
-            w[k].redo = 1;
+        size = sizeof(ngx_mw_mc_check_t)
+               + (cw->nmsgs - 1) * sizeof(ngx_mw_mc_msg_t);
+
+        chk = ngx_alloc(size, log);
+        if (chk == NULL) {
+            continue;
         }
-    }
 
-    if (back.v) {
-        ngx_free(back.v);
+        ngx_memcpy(chk->key, v->key, MW_KEY_TEXT_LEN + 1);
+        ngx_memcpy(chk->text, cw->text, cw->len);
+        chk->len = cw->len;
+        chk->tries = cw->tries;
+        chk->nmsgs = 0;
+
+        for (l = cw->first; l != -1; l = ch->links[l].next) {
+            chk->msgs[chk->nmsgs++] = ch->links[l].msg;
+        }
+
+        chk->next = NULL;
+        *last = chk;
+        last = &chk->next;
+        cw->written = 1;
     }
 }
 
@@ -2053,36 +2232,38 @@ ngx_mw_mc_check_contacts(memcached_st *m, ngx_mw_mc_keys_t *ks,
  *   1. the claims, each an add sent without waiting for its answer
  *      ("noreply"), after a read of the batches' claims (a retried batch
  *      needs no add);
- *   2. one multi-key get of the claims, the contacts and the keys to
- *      commit: a claim that holds its delivery's token is new (memcached
- *      answers a connection's commands in order, so the add came first),
- *      "C" a duplicate, anything else in flight elsewhere (busy: the
- *      delivery looks again shortly);
+ *   2. one multi-key get of the claims, the contacts, the keys to commit
+ *      and the contacts the previous round wrote: a claim that holds its
+ *      delivery's token is new (memcached answers a connection's commands
+ *      in order, so the add came first), "C" a duplicate, anything else
+ *      in flight elsewhere (busy: the delivery looks again shortly);
  *   3. the commits, each a set of "C", buffered, and the contacts, each a
- *      cas with the value just read, noreply;
- *   4. one multi-key get of the contacts written: one that holds
- *      something else is done again with the gets/cas loop.
+ *      cas with the value just read, noreply (ngx_mw_mc_write_contacts).
  *
- * Two round trips however many deliveries, and one send per new claim
- * and per changed contact.  NGX_DECLINED: step 1 or 2 failed, and the
- * round is done one by one (what it added is found to be its own).
+ * The deliveries are answered then: one round trip however many, and one
+ * send per new claim and per changed contact.  The contacts written are
+ * read back by the next round, which the checks start if nothing else
+ * does.  NGX_DECLINED: step 1 or 2 failed, and the round is done one by
+ * one (what it added is found to be its own).
  */
 
 static ngx_int_t
 ngx_mw_mc_pipeline(memcached_st *m, ngx_mw_mc_round_t *rd, ngx_log_t *log)
 {
-    char                 mine[32];
-    size_t               mlen;
-    time_t               ttl;
-    ngx_uint_t           i, j, n, lapsed;
-    ngx_mw_claim_t      *c;
-    ngx_mw_ingest_t     *op;
-    ngx_mw_mc_keys_t     ks;
-    ngx_mw_mc_value_t   *v;
-    ngx_mw_mc_change_t  *w;
-    ngx_mw_mc_settle_t  *s;
-    ngx_mw_contact_op_t *co;
-    memcached_return_t   rc;
+    char                  mine[32];
+    size_t                mlen;
+    time_t                ttl;
+    ngx_int_t             l;
+    ngx_uint_t            i, j, n, k, lapsed;
+    ngx_mw_claim_t       *c;
+    ngx_mw_ingest_t      *op;
+    ngx_mw_mc_keys_t      ks;
+    ngx_mw_mc_check_t    *chk;
+    ngx_mw_mc_value_t    *v;
+    ngx_mw_mc_settle_t   *s;
+    ngx_mw_mc_changes_t   ch;
+    ngx_mw_contact_op_t  *co;
+    memcached_return_t    rc;
 
     if (ngx_mw_mc_pre_read(m, rd, log) != NGX_OK
         || ngx_mw_mc_add_claims(m, rd) != NGX_OK)
@@ -2091,13 +2272,20 @@ ngx_mw_mc_pipeline(memcached_st *m, ngx_mw_mc_round_t *rd, ngx_log_t *log)
     }
 
     n = 0;
+    ch.nlinks = 0;
 
     for (i = 0; i < rd->nops; i++) {
         n += rd->ops[i]->nclaims + rd->ops[i]->ncontacts;
+        ch.nlinks += rd->ops[i]->ncontacts;
     }
 
     for (s = rd->settles; s; s = s->next) {
         n += s->commit ? s->n : 0;
+    }
+
+    for (chk = rd->checks; chk; chk = chk->next) {
+        n++;
+        ch.nlinks += chk->nmsgs;
     }
 
     if (ngx_mw_mc_keys_alloc(&ks, n, log) != NGX_OK) {
@@ -2128,6 +2316,10 @@ ngx_mw_mc_pipeline(memcached_st *m, ngx_mw_mc_round_t *rd, ngx_log_t *log)
         }
     }
 
+    for (chk = rd->checks; chk; chk = chk->next) {
+        ngx_memcpy(ks.v[ks.n++].key, chk->key, MW_KEY_TEXT_LEN + 1);
+    }
+
     if (ngx_mw_mc_keys_read(m, &ks, log) != NGX_OK) {
         if (ks.v) {
             ngx_free(ks.v);
@@ -2150,7 +2342,6 @@ ngx_mw_mc_pipeline(memcached_st *m, ngx_mw_mc_round_t *rd, ngx_log_t *log)
             }
 
             v = ngx_mw_mc_keys_find(&ks, MW_KEY_DEDUPE, c->key);
-
 
             if (ngx_mw_mc_holds(v, mine, mlen)) {
                 if (op->rc != NGX_OK) {
@@ -2213,20 +2404,35 @@ ngx_mw_mc_pipeline(memcached_st *m, ngx_mw_mc_round_t *rd, ngx_log_t *log)
         }
     }
 
-    w = ks.n ? ngx_calloc(ks.n * sizeof(ngx_mw_mc_change_t), log) : NULL;
+    ch.ks = &ks;
+    ch.w = ks.n ? ngx_calloc(ks.n * sizeof(ngx_mw_mc_change_t), log) : NULL;
+    ch.links = ch.nlinks ? ngx_alloc(ch.nlinks * sizeof(ngx_mw_mc_link_t),
+                                     log)
+                         : NULL;
+    n = ch.nlinks;
+    ch.nlinks = 0;
 
-    if (w) {
-        ngx_mw_mc_write_contacts(m, rd, &ks, w);
+    if (ch.w && (ch.links || n == 0)) {
+        ngx_mw_mc_write_contacts(m, rd, &ch, log);
     }
 
     (void) memcached_flush_buffers(m);
     (void) memcached_behavior_set(m, MEMCACHED_BEHAVIOR_NOREPLY, 0);
 
-    if (w) {
-        ngx_mw_mc_check_contacts(m, &ks, w, log);
-    }
-
     /* what could not be pipelined: one by one */
+
+    for (k = 0; ch.w && (ch.links || n == 0) && k < ks.n; k++) {
+        for (l = ch.w[k].redo ? ch.w[k].first : -1;
+             l != -1;
+             l = ch.links[l].next)
+        {
+            if (ngx_mw_mc_redo(m, ks.v[k].key, &ch.links[l].msg, log)
+                != NGX_OK)
+            {
+                ngx_mw_mc_lost(1, log);
+            }
+        }
+    }
 
     for (i = 0; i < rd->nops; i++) {
         op = rd->ops[i];
@@ -2238,12 +2444,8 @@ ngx_mw_mc_pipeline(memcached_st *m, ngx_mw_mc_round_t *rd, ngx_log_t *log)
         for (j = 0; j < op->ncontacts; j++) {
             co = &op->contacts[j];
 
-            if (!co->close) {
-                v = ngx_mw_mc_keys_find(&ks, MW_KEY_CONTACT, co->key);
-
-                if (w && v && !w[v - ks.v].redo) {
-                    continue;
-                }
+            if (!co->close && ch.w && (ch.links || n == 0)) {
+                continue;
             }
 
             if (ngx_mw_mc_contact(m, co, NULL, op->now, log) != NGX_OK) {
@@ -2262,8 +2464,12 @@ ngx_mw_mc_pipeline(memcached_st *m, ngx_mw_mc_round_t *rd, ngx_log_t *log)
 
     ngx_mw_mc_lapsed(log, lapsed);
 
-    if (w) {
-        ngx_free(w);
+    if (ch.w) {
+        ngx_free(ch.w);
+    }
+
+    if (ch.links) {
+        ngx_free(ch.links);
     }
 
     ngx_free(ks.v);

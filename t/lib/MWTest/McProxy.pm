@@ -9,11 +9,11 @@ package MWTest::McProxy;
 #   my $px = MWTest::McProxy->start($mc->port(0));
 #   $px->port;                   # the port to give the module
 #   $px->commands;               # the command lines seen so far
-#   $px->before_cas($key, $v);   # the next "cas $key ..." is preceded by
-#                                # a set of $key to $v, made by the proxy
-#                                # on a connection of its own: another
-#                                # writer between the module's read and
-#                                # its cas
+#   $px->before_cas($key, $v, $n);  # the next $n (1) "cas $key ..." are
+#                                # each preceded by a set of $key to $v,
+#                                # made by the proxy on a connection of
+#                                # its own: another writer between the
+#                                # module's read and its cas
 #   $px->cut_next_get;           # the next get or gets closes its
 #                                # connection instead of being passed on
 #
@@ -64,8 +64,8 @@ sub commands {
 }
 
 sub before_cas {
-    my ($self, $key, $value) = @_;
-    MWTest::spew("$self->{dir}/arm-cas", "$key\n$value");
+    my ($self, $key, $value, $n) = @_;
+    MWTest::spew("$self->{dir}/arm-cas", ($n // 1) . "\n$key\n$value");
 }
 
 sub cut_next_get { MWTest::spew("$_[0]{dir}/arm-cut", "1") }
@@ -126,10 +126,15 @@ sub _serve {
                     last;
                 }
                 if ($line =~ /^cas (\S+) / && -e "$dir/arm-cas") {
-                    my ($key, $value) =
-                        split /\n/, MWTest::slurp("$dir/arm-cas"), 2;
+                    my ($n, $key, $value) =
+                        split /\n/, MWTest::slurp("$dir/arm-cas"), 3;
                     if ($key eq $1) {
-                        unlink "$dir/arm-cas";
+                        if ($n > 1) {
+                            MWTest::spew("$dir/arm-cas",
+                                         ($n - 1) . "\n$key\n$value");
+                        } else {
+                            unlink "$dir/arm-cas";
+                        }
                         _set($self->{upstream}, $key, $value);
                     }
                 }
