@@ -234,12 +234,32 @@ if [ "$HAVE_MODULE" = 1 ] && want E; then
         run_wrk Ewarm "http://127.0.0.1:$PORT_B/webhook" 1 "$WARM_LAST" stop "$WARMUP" "$NGX_PID" >/dev/null
         wait_quiet "$QUIET"
         cmd0=$(mc_cmds)
+        # the worker's sends to memcached (send: sendto) and its waits for
+        # memcached's answers (libmemcached polls; the event loop uses
+        # epoll), counted by perf's syscall tracepoints when it has them
+        PERF_STAT=""
+        if command -v perf >/dev/null 2>&1 \
+            && perf list 2>/dev/null | grep -q 'syscalls:sys_enter_poll '; then
+            perf stat -x, -o "$OUT/e-syscalls.txt" \
+                -e syscalls:sys_enter_sendto,syscalls:sys_enter_poll \
+                -p "$(worker_pid)" >/dev/null 2>&1 &
+            PERF_STAT=$!
+        fi
         run_wrk E "http://127.0.0.1:$PORT_B/webhook" $((WARM_LAST + 1)) "$NREQ" stop "$DURATION" "$NGX_PID"
         sleep 1     # the last commits, posted from the log phase
+        if [ -n "$PERF_STAT" ]; then
+            kill -INT "$PERF_STAT" 2>/dev/null; wait "$PERF_STAT" 2>/dev/null
+        fi
         cmd1=$(mc_cmds)
         n=$(result_field E requests)
         E_RT=$(awk -v a="${cmd0:-0}" -v b="${cmd1:-0}" -v n="${n:-0}" 'BEGIN { if (n > 0 && b > a) printf "%.2f", (b - a) / n; else print "n/a" }')
         echo "E memcached commands per delivery: $E_RT (memcached's own counters over the measured run)" >"$OUT/e-roundtrips.txt"
+        if [ -n "$PERF_STAT" ] && [ -s "$OUT/e-syscalls.txt" ]; then
+            awk -F, -v n="${n:-0}" '
+                /sys_enter_sendto/ { s = $1 } /sys_enter_poll/ { p = $1 }
+                END { if (n > 0) printf "E per delivery: %.2f sends to memcached, %.2f waits for its answers (the worker'"'"'s send and poll calls, perf)\n", s / n, p / n }' \
+                "$OUT/e-syscalls.txt" >>"$OUT/e-roundtrips.txt"
+        fi
         cat "$OUT/e-roundtrips.txt"
         if [ "$WITH_STATUS" = 1 ]; then
             log "status after E: $(curl -s -m 5 "http://127.0.0.1:$PORT_B/status" | head -c 300)"
