@@ -263,6 +263,7 @@ ngx_mw_mc_hex_decode(u_char *out, const char *hex)
  * ngx_mw_mc_handle_index[i] of the configuration.
  */
 
+static __thread memcached_return_t  ngx_mw_mc_read_rc;  /* the last read */
 static __thread memcached_st  *ngx_mw_mc_handle;
 static __thread ngx_mw_mc_t   *ngx_mw_mc_handle_owner;
 static __thread uint32_t       ngx_mw_mc_handle_live;
@@ -1303,6 +1304,7 @@ ngx_mw_mc_read_ahead(memcached_st *m, ngx_mw_mc_value_t *v, ngx_uint_t n,
 done:
 
     ngx_free(keys);
+    ngx_mw_mc_read_rc = rc;
 
     return rv;
 }
@@ -1427,6 +1429,7 @@ ngx_mw_mc_free_checks(ngx_mw_mc_check_t *chk)
  */
 
 static void ngx_mw_mc_round_post(ngx_event_t *ev);
+static void ngx_mw_mc_guard(ngx_mw_mc_t *mc);
 static void ngx_mw_mc_round_guard(ngx_event_t *ev);
 static void ngx_mw_mc_round_thread(void *data, ngx_log_t *log);
 static void ngx_mw_mc_round_done(ngx_event_t *ev);
@@ -1459,12 +1462,75 @@ ngx_mw_mc_gather(ngx_mw_mc_t *mc, ngx_log_t *log)
     mc->round_post.log = ngx_cycle->log;
     ngx_post_event(&mc->round_post, &ngx_posted_events);
 
+    ngx_mw_mc_guard(mc);
+
+    return rd;
+}
+
+
+static void
+ngx_mw_mc_guard(ngx_mw_mc_t *mc)
+{
     if (!mc->round_guard.timer_set) {
         mc->round_guard.handler = ngx_mw_mc_round_guard;
         mc->round_guard.data = mc;
         mc->round_guard.log = ngx_cycle->log;
         ngx_add_timer(&mc->round_guard, 60000);
     }
+}
+
+
+/*
+ * The binary protocol has nothing to pipeline: each delivery or settle is
+ * a round of its own, sent at once, as many at a time as the pool has
+ * threads, so that one waiting on a server that does not answer holds up
+ * no other.
+ */
+
+static ngx_mw_mc_round_t *
+ngx_mw_mc_alone(ngx_mw_mc_t *mc, ngx_mw_ingest_t *op, ngx_mw_mc_settle_t *s,
+    ngx_log_t *log)
+{
+    ngx_mw_mc_round_t  *rd;
+
+    rd = ngx_calloc(sizeof(ngx_mw_mc_round_t) + sizeof(ngx_mw_ingest_t *),
+                    log);
+    if (rd == NULL) {
+        return NULL;
+    }
+
+    rd->mc = mc;
+    rd->settles = s;
+
+    if (op) {
+        rd->ops = ngx_alloc(sizeof(ngx_mw_ingest_t *), log);
+        if (rd->ops == NULL) {
+            ngx_free(rd);
+            return NULL;
+        }
+
+        rd->ops[0] = op;
+        rd->nops = 1;
+        rd->nalloc = 1;
+    }
+
+    rd->task.ctx = rd;
+    rd->task.handler = ngx_mw_mc_round_thread;
+    rd->task.event.handler = ngx_mw_mc_round_done;
+    rd->task.event.data = rd;
+    rd->task.event.log = ngx_cycle->log;
+
+    if (ngx_thread_task_post(mc->thread_pool, &rd->task) != NGX_OK) {
+        if (rd->ops) {
+            ngx_free(rd->ops);
+        }
+
+        ngx_free(rd);
+        return NULL;
+    }
+
+    mc->rounds++;
+    ngx_mw_mc_guard(mc);
 
     return rd;
 }
@@ -1661,6 +1727,15 @@ ngx_http_meta_webhook_mc_ingest(void *state, ngx_mw_ingest_t *op)
     ngx_mw_ingest_t    **ops;
     ngx_mw_mc_round_t   *rd;
 
+    if (mc->binary) {
+        if (ngx_mw_mc_alone(mc, op, NULL, op->log) == NULL) {
+            op->rc = NGX_ERROR;
+            return NGX_OK;
+        }
+
+        return NGX_AGAIN;
+    }
+
     rd = ngx_mw_mc_gather(mc, op->log);
     if (rd == NULL) {
         op->rc = NGX_ERROR;
@@ -1718,6 +1793,14 @@ ngx_http_meta_webhook_mc_settle(void *state, ngx_mw_claim_t *claims,
 
     ngx_memcpy(s->claims, claims, n * sizeof(ngx_mw_claim_t));
 
+    if (mc->binary) {
+        if (ngx_mw_mc_alone(mc, NULL, s, log) == NULL) {
+            ngx_free(s);
+        }
+
+        return;
+    }
+
     rd = ngx_mw_mc_gather(mc, log);
     if (rd == NULL) {
         ngx_free(s);
@@ -1737,6 +1820,7 @@ ngx_http_meta_webhook_mc_settle(void *state, ngx_mw_claim_t *claims,
 typedef struct {
     ngx_mw_mc_value_t          *v;
     ngx_uint_t                  n;
+    memcached_return_t          rc;           /* of a read that failed */
 } ngx_mw_mc_keys_t;
 
 
@@ -1745,6 +1829,7 @@ ngx_mw_mc_keys_alloc(ngx_mw_mc_keys_t *ks, ngx_uint_t max, ngx_log_t *log)
 {
     ks->n = 0;
     ks->v = NULL;
+    ks->rc = MEMCACHED_SUCCESS;
 
     if (max == 0) {
         return NGX_OK;
@@ -1783,7 +1868,12 @@ ngx_mw_mc_keys_read(memcached_st *m, ngx_mw_mc_keys_t *ks, ngx_log_t *log)
 
     ks->n = j;
 
-    return ngx_mw_mc_read_ahead(m, ks->v, ks->n, log);
+    if (ngx_mw_mc_read_ahead(m, ks->v, ks->n, log) != NGX_OK) {
+        ks->rc = ngx_mw_mc_read_rc;
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
 }
 
 
@@ -1824,6 +1914,15 @@ ngx_mw_mc_keys_find(ngx_mw_mc_keys_t *ks, int type, const u_char *key)
     mw_key_text(text, type, key);
 
     return ngx_mw_mc_keys_lookup(ks, text);
+}
+
+
+/* the position in the handle of the server that holds key */
+
+static uint32_t
+ngx_mw_mc_position(memcached_st *m, const char *key)
+{
+    return memcached_generate_hash(m, key, MW_KEY_TEXT_LEN);
 }
 
 
@@ -1991,6 +2090,7 @@ typedef struct {
 
 typedef struct {
     ngx_mw_mc_keys_t           *ks;
+    uint32_t                    failed;       /* servers that did not answer */
     ngx_mw_mc_change_t         *w;
     ngx_mw_mc_link_t           *links;
     ngx_uint_t                  nlinks;
@@ -2102,6 +2202,11 @@ ngx_mw_mc_write_contacts(memcached_st *m, ngx_mw_mc_round_t *rd,
 
     for (chk = rd->checks; chk; chk = chk->next) {
         v = ngx_mw_mc_keys_lookup(ch->ks, chk->key);
+
+        if ((ch->failed >> ngx_mw_mc_position(m, chk->key)) & 1) {
+            /* its server did not answer: it is out of the ring soon */
+            continue;
+        }
 
         if (v && v->found && v->len == (size_t) chk->len
             && ngx_memcmp(v->value, chk->text, v->len) == 0)
@@ -2226,6 +2331,117 @@ ngx_mw_mc_write_contacts(memcached_st *m, ngx_mw_mc_round_t *rd,
 }
 
 
+static ngx_uint_t
+ngx_mw_mc_on(memcached_st *m, uint32_t failed, int type, const u_char *key)
+{
+    char  text[MW_KEY_TEXT_LEN + 1];
+
+    mw_key_text(text, type, key);
+
+    return (failed >> ngx_mw_mc_position(m, text)) & 1;
+}
+
+
+/* the server of a key expected and not read, counted as failing once */
+
+static uint32_t
+ngx_mw_mc_missing(memcached_st *m, ngx_mw_mc_keys_t *ks, const char *key,
+    uint32_t failed)
+{
+    uint32_t            pos;
+    ngx_mw_mc_value_t  *v;
+
+    v = ngx_mw_mc_keys_lookup(ks, key);
+
+    if (v && v->found) {
+        return 0;
+    }
+
+    pos = ngx_mw_mc_position(m, key);
+
+    if (pos >= 32 || (failed & ((uint32_t) 1 << pos))) {
+        return 0;
+    }
+
+    ngx_mw_mc_fault(m, key, ks->rc);
+
+    return (uint32_t) 1 << pos;
+}
+
+
+/*
+ * A round's read that failed: the servers that did not answer are those
+ * of keys that must be there and were not found: claims the round has
+ * just added (a server that answers returns such a key: ours, or the one
+ * that was there), claims to commit, contacts the last round wrote.  Each
+ * counts as a failure of its server, as a call of its own would, and the
+ * deliveries with a key on one of them fail (503, retried by Meta once
+ * the server is out of the ring); the others go on with what was read,
+ * not held up again by a server that does not answer.  0: none known,
+ * and the round is done one by one.
+ */
+
+static uint32_t
+ngx_mw_mc_unanswered(memcached_st *m, ngx_mw_mc_round_t *rd,
+    ngx_mw_mc_keys_t *ks)
+{
+    char                 key[MW_KEY_TEXT_LEN + 1];
+    uint32_t             failed;
+    ngx_uint_t           i, j;
+    ngx_mw_ingest_t     *op;
+    ngx_mw_mc_check_t   *chk;
+    ngx_mw_mc_settle_t  *s;
+
+    failed = 0;
+
+    for (i = 0; i < rd->nops; i++) {
+        op = rd->ops[i];
+
+        for (j = 0; j < op->nclaims; j++) {
+            if (op->claims[j].result == NGX_MW_CLAIM_BUSY) {
+                mw_key_text(key, MW_KEY_DEDUPE, op->claims[j].key);
+                failed |= ngx_mw_mc_missing(m, ks, key, failed);
+            }
+        }
+    }
+
+    /* a claim to commit holds its token, a contact written its record */
+
+    for (s = rd->settles; s; s = s->next) {
+        for (j = 0; s->commit && j < s->n; j++) {
+            mw_key_text(key, MW_KEY_DEDUPE, s->claims[j].key);
+            failed |= ngx_mw_mc_missing(m, ks, key, failed);
+        }
+    }
+
+    for (chk = rd->checks; chk; chk = chk->next) {
+        failed |= ngx_mw_mc_missing(m, ks, chk->key, failed);
+    }
+
+    for (i = 0; failed && i < rd->nops; i++) {
+        op = rd->ops[i];
+
+        for (j = 0; op->rc == NGX_OK && j < op->nclaims; j++) {
+            if (op->claims[j].result != NGX_MW_CLAIM_DUPLICATE
+                && ngx_mw_mc_on(m, failed, MW_KEY_DEDUPE, op->claims[j].key))
+            {
+                op->rc = NGX_ERROR;
+            }
+        }
+
+        for (j = 0; op->rc == NGX_OK && j < op->ncontacts; j++) {
+            if (ngx_mw_mc_on(m, failed, MW_KEY_CONTACT,
+                             op->contacts[j].key))
+            {
+                op->rc = NGX_ERROR;
+            }
+        }
+    }
+
+    return failed;
+}
+
+
 /*
  * A round's commands, pipelined (ASCII):
  *
@@ -2253,8 +2469,9 @@ ngx_mw_mc_pipeline(memcached_st *m, ngx_mw_mc_round_t *rd, ngx_log_t *log)
     char                  mine[32];
     size_t                mlen;
     time_t                ttl;
+    uint32_t              failed;
     ngx_int_t             l;
-    ngx_uint_t            i, j, n, k, lapsed;
+    ngx_uint_t            i, j, n, k, lapsed, recommit;
     ngx_mw_claim_t       *c;
     ngx_mw_ingest_t      *op;
     ngx_mw_mc_keys_t      ks;
@@ -2320,12 +2537,29 @@ ngx_mw_mc_pipeline(memcached_st *m, ngx_mw_mc_round_t *rd, ngx_log_t *log)
         ngx_memcpy(ks.v[ks.n++].key, chk->key, MW_KEY_TEXT_LEN + 1);
     }
 
+    failed = 0;
+    recommit = 0;
+
     if (ngx_mw_mc_keys_read(m, &ks, log) != NGX_OK) {
-        if (ks.v) {
-            ngx_free(ks.v);
+        /*
+         * A connection that died with its server's restart fails at once:
+         * the round is done one by one, each call reconnecting.  A server
+         * that does not answer fails after poll_timeout: not again.
+         */
+        failed = (ks.rc == MEMCACHED_TIMEOUT)
+                 ? ngx_mw_mc_unanswered(m, rd, &ks) : 0;
+
+        if (failed == 0) {
+            if (ks.v) {
+                ngx_free(ks.v);
+            }
+
+            return NGX_DECLINED;
         }
 
-        return NGX_DECLINED;
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "meta_webhook: memcached read failed: %s",
+                      memcached_strerror(m, ks.rc));
     }
 
     /* the claims */
@@ -2366,11 +2600,29 @@ ngx_mw_mc_pipeline(memcached_st *m, ngx_mw_mc_round_t *rd, ngx_log_t *log)
         }
     }
 
-    /* the commits, then the contacts: writes, answers not awaited */
-
-    lapsed = 0;
+    /* the contacts, then the commits: writes, answers not awaited */
 
     (void) memcached_behavior_set(m, MEMCACHED_BEHAVIOR_NOREPLY, 1);
+
+    ch.ks = &ks;
+    ch.failed = failed;
+    ch.w = ks.n ? ngx_calloc(ks.n * sizeof(ngx_mw_mc_change_t), log) : NULL;
+    ch.links = ch.nlinks ? ngx_alloc(ch.nlinks * sizeof(ngx_mw_mc_link_t),
+                                     log)
+                         : NULL;
+    n = ch.nlinks;
+    ch.nlinks = 0;
+
+    if (ch.w && (ch.links || n == 0)) {
+        ngx_mw_mc_write_contacts(m, rd, &ch, log);
+    }
+
+    /*
+     * The commits: sets, buffered, and sent together by the flush; if it
+     * fails (a connection that died), one by one, each call reconnecting.
+     */
+
+    lapsed = 0;
 
     for (s = rd->settles; s; s = s->next) {
         if (!s->commit) {
@@ -2387,7 +2639,9 @@ ngx_mw_mc_pipeline(memcached_st *m, ngx_mw_mc_round_t *rd, ngx_log_t *log)
                 continue;
             }
 
-            if (!ngx_mw_mc_holds(v, mine, mlen)) {
+            if (!ngx_mw_mc_holds(v, mine, mlen)
+                && !((failed >> ngx_mw_mc_position(m, v->key)) & 1))
+            {
                 lapsed++;
             }
 
@@ -2396,28 +2650,22 @@ ngx_mw_mc_pipeline(memcached_st *m, ngx_mw_mc_round_t *rd, ngx_log_t *log)
                                          ttl, 0));
 
             if (rc != MEMCACHED_SUCCESS) {
-                ngx_log_error(NGX_LOG_ERR, log, 0,
-                              "meta_webhook: memcached could not commit a "
-                              "claim: %s; its lease ends it",
-                              memcached_strerror(m, rc));
+                recommit = 1;
             }
         }
     }
 
-    ch.ks = &ks;
-    ch.w = ks.n ? ngx_calloc(ks.n * sizeof(ngx_mw_mc_change_t), log) : NULL;
-    ch.links = ch.nlinks ? ngx_alloc(ch.nlinks * sizeof(ngx_mw_mc_link_t),
-                                     log)
-                         : NULL;
-    n = ch.nlinks;
-    ch.nlinks = 0;
-
-    if (ch.w && (ch.links || n == 0)) {
-        ngx_mw_mc_write_contacts(m, rd, &ch, log);
+    if (memcached_flush_buffers(m) != MEMCACHED_SUCCESS) {
+        recommit = 1;
     }
 
-    (void) memcached_flush_buffers(m);
     (void) memcached_behavior_set(m, MEMCACHED_BEHAVIOR_NOREPLY, 0);
+
+    for (s = rd->settles; recommit && s; s = s->next) {
+        if (s->commit) {
+            lapsed += ngx_mw_mc_settle_one(m, s, log);
+        }
+    }
 
     /* what could not be pipelined: one by one */
 
