@@ -37,6 +37,7 @@
 #define NGX_MW_MC_PENDING_TTL    2    /* s */
 #define NGX_MW_MC_GROUP_LEN   16
 #define NGX_MW_MC_ROUNDS      2       /* in the pool at once, per worker */
+#define NGX_MW_MC_ROUND_WAIT  20      /* ms a round waits for them at most */
 #define NGX_MW_MC_CHECK_TRIES 2       /* pipelined, then the gets/cas loop */
 
 
@@ -1557,12 +1558,30 @@ ngx_mw_mc_round_post(ngx_event_t *ev)
 
     rd = mc->round;
 
-    if (rd == NULL
-        || (mc->rounds >= NGX_MW_MC_ROUNDS
-            && !ngx_exiting && !ngx_quit && !ngx_terminate))
-    {
-        /* posted again when a round is done */
+    if (rd == NULL) {
         return;
+    }
+
+    if (mc->rounds >= NGX_MW_MC_ROUNDS && !ev->timedout
+        && !ngx_exiting && !ngx_quit && !ngx_terminate)
+    {
+        /*
+         * Posted again when a round is done, or sent anyway after a
+         * moment: rounds that wait on a server that does not answer hold
+         * up no other longer than that.
+         */
+
+        if (!ev->timer_set) {
+            ngx_add_timer(ev, NGX_MW_MC_ROUND_WAIT);
+        }
+
+        return;
+    }
+
+    ev->timedout = 0;
+
+    if (ev->timer_set) {
+        ngx_del_timer(ev);
     }
 
     mc->round = NULL;
@@ -2377,8 +2396,10 @@ ngx_mw_mc_missing(memcached_st *m, ngx_mw_mc_keys_t *ks, const char *key,
  * counts as a failure of its server, as a call of its own would, and the
  * deliveries with a key on one of them fail (503, retried by Meta once
  * the server is out of the ring); the others go on with what was read,
- * not held up again by a server that does not answer.  0: none known,
- * and the round is done one by one.
+ * not held up again by a server that does not answer.  When only
+ * contacts are missing, their servers are suspect: the deliveries with a
+ * key there fail, and no failure is counted.  0: none at all (the round
+ * is done one by one).
  */
 
 static uint32_t
@@ -2386,9 +2407,10 @@ ngx_mw_mc_unanswered(memcached_st *m, ngx_mw_mc_round_t *rd,
     ngx_mw_mc_keys_t *ks)
 {
     char                 key[MW_KEY_TEXT_LEN + 1];
-    uint32_t             failed;
+    uint32_t             failed, pos;
     ngx_uint_t           i, j;
     ngx_mw_ingest_t     *op;
+    ngx_mw_mc_value_t   *v;
     ngx_mw_mc_check_t   *chk;
     ngx_mw_mc_settle_t  *s;
 
@@ -2416,6 +2438,28 @@ ngx_mw_mc_unanswered(memcached_st *m, ngx_mw_mc_round_t *rd,
 
     for (chk = rd->checks; chk; chk = chk->next) {
         failed |= ngx_mw_mc_missing(m, ks, chk->key, failed);
+    }
+
+    if (failed == 0) {
+        /*
+         * Only contacts can be missing: absent, or on the server that did
+         * not answer.  Their servers are suspect, not counted as failing.
+         */
+
+        for (i = 0; i < rd->nops; i++) {
+            op = rd->ops[i];
+
+            for (j = 0; j < op->ncontacts; j++) {
+                mw_key_text(key, MW_KEY_CONTACT, op->contacts[j].key);
+                v = ngx_mw_mc_keys_lookup(ks, key);
+
+                pos = ngx_mw_mc_position(m, key);
+
+                if ((v == NULL || !v->found) && pos < 32) {
+                    failed |= (uint32_t) 1 << pos;
+                }
+            }
+        }
     }
 
     for (i = 0; failed && i < rd->nops; i++) {
