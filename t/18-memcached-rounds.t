@@ -116,8 +116,21 @@ is record($c)->{window}, $T + 60 + 86400, 'the window moved forward';
 
 # --- another writer between the read and the cas
 
+# until the proxy has seen no command for 0.2 s: the rounds of what came
+# before (read-backs, commits) are done
+sub quiet {
+    my $n = -1;
+    MWTest::wait_until(sub {
+        my $now = () = $px->commands;
+        return 1 if $now == $n;
+        $n = $now;
+        return 0;
+    }, 5, 0.2);
+}
+
 sub lost_cas {
     my ($times, $ts) = @_;
+    quiet();
     my $r0 = record($c);
     # the other writer: an opt-in, at a time before the messages
     my $other = join ' ', $r0->{window}, $r0->{session}, 0, 1, $T - 100;
@@ -138,22 +151,26 @@ sub lost_cas {
 {
     my ($res, $ok, $lost, $r, $cmds, $msg) = lost_cas(1, $T + 600);
     is $res, '200 new', 'a cas lost to another writer: still 200 new';
-    is $lost, 1, 'memcached refused the module\'s cas once';
+    # (more when a read-back of the round before meets the other writer
+    # too, and writes again: the same record)
+    cmp_ok $lost, '>=', 1, 'memcached refused the module\'s cas';
     ok $ok, 'the message is in the record: the next round read it back'
         . ' and wrote it again'
         or diag explain $r;
     is "$r->{optin} $r->{optin_ts}", '1 ' . ($T - 100),
         'and so is the other writer\'s opt-in';
     note "commands: @$cmds";
-    is scalar(grep { /^cas K 0 \d+ \d+ \d+ noreply$/ } @$cmds), 2,
-        'two cas of the contact, both pipelined';
+    cmp_ok scalar(grep { /^cas K 0 \d+ \d+ \d+ noreply$/ } @$cmds), '>=', 2,
+        'the contact written again, pipelined';
+    is scalar(grep { /^cas K 0 \d+ \d+ \d+$/ } @$cmds), 0,
+        'no plain cas: the gets/cas loop was not needed';
     is handed($msg->get('id')), 1, 'handed off once';
 }
 
 {
     my ($res, $ok, $lost, $r, $cmds) = lost_cas(2, $T + 900);
     is $res, '200 new', 'two cas lost in a row: still 200 new';
-    is $lost, 2, 'memcached refused the pipelined cas twice';
+    cmp_ok $lost, '>=', 2, 'memcached refused the pipelined cas twice';
     ok $ok, 'the message is in the record' or diag explain $r;
     note "commands: @$cmds";
     ok scalar(grep { /^cas K 0 \d+ \d+ \d+$/ } @$cmds),
