@@ -2713,6 +2713,20 @@ ngx_mw_mc_pipeline(memcached_st *m, ngx_mw_mc_round_t *rd, ngx_log_t *log)
 
     /* what could not be pipelined: one by one */
 
+    if (!(ch.w && (ch.links || n == 0))) {
+        /* no memory to gather the contacts: each on its own */
+
+        for (chk = rd->checks; chk; chk = chk->next) {
+            for (j = 0; j < chk->nmsgs; j++) {
+                if (ngx_mw_mc_redo(m, chk->key, &chk->msgs[j], log)
+                    != NGX_OK)
+                {
+                    ngx_mw_mc_lost(1, log);
+                }
+            }
+        }
+    }
+
     for (k = 0; ch.w && (ch.links || n == 0) && k < ks.n; k++) {
         for (l = ch.w[k].redo ? ch.w[k].first : -1;
              l != -1;
