@@ -264,7 +264,6 @@ ngx_mw_mc_hex_decode(u_char *out, const char *hex)
  * ngx_mw_mc_handle_index[i] of the configuration.
  */
 
-static __thread memcached_return_t  ngx_mw_mc_read_rc;  /* the last read */
 static __thread memcached_st  *ngx_mw_mc_handle;
 static __thread ngx_mw_mc_t   *ngx_mw_mc_handle_owner;
 static __thread uint32_t       ngx_mw_mc_handle_live;
@@ -484,11 +483,10 @@ ngx_mw_mc_get_handle(ngx_mw_mc_t *mc, ngx_log_t *log)
     (void) memcached_behavior_set(m, MEMCACHED_BEHAVIOR_SUPPORT_CAS, 1);
 
     /*
-     * ASCII: a set (and a delete) waits in the handle's buffer for the
-     * next command that is sent, so a round's commits go with its first
-     * write (whoever sets or deletes flushes, when nothing follows).  Not
-     * binary: libmemcached would read the answer of a buffered delete as
-     * that of the next command.
+     * ASCII: a set (and a delete) waits in the handle's buffer until it
+     * is flushed, so a round's commits leave in one send (whoever sets
+     * or deletes flushes).  Not binary: libmemcached would read the
+     * answer of a buffered delete as that of the next command.
      */
     (void) memcached_behavior_set(m, MEMCACHED_BEHAVIOR_BUFFER_REQUESTS,
                                   mc->binary ? 0 : 1);
@@ -1202,95 +1200,151 @@ failed:
 }
 
 
-static int ngx_libc_cdecl
-ngx_mw_mc_value_cmp(const void *a, const void *b)
+/*
+ * A set of keys read in one multi-key get (one request per server, sent
+ * to all before any answer is read): sorted, each key once, and each
+ * answer, in the servers' order, matched back by a binary search.
+ */
+
+typedef struct {
+    ngx_mw_mc_value_t          *v;
+    ngx_uint_t                  n;
+    memcached_return_t          rc;           /* of a read that failed */
+} ngx_mw_mc_keys_t;
+
+
+static ngx_int_t
+ngx_mw_mc_keys_alloc(ngx_mw_mc_keys_t *ks, ngx_uint_t max, ngx_log_t *log)
 {
-    return ngx_strcmp((*(ngx_mw_mc_value_t **) a)->key,
-                      (*(ngx_mw_mc_value_t **) b)->key);
+    ks->n = 0;
+    ks->v = NULL;
+    ks->rc = MEMCACHED_SUCCESS;
+
+    if (max == 0) {
+        return NGX_OK;
+    }
+
+    ks->v = ngx_alloc(max * sizeof(ngx_mw_mc_value_t), log);
+
+    return ks->v ? NGX_OK : NGX_ERROR;
 }
 
 
-/*
- * Reads n keys in one multi-key get (one request per server, sent to all
- * before any answer is read).  The values are matched back by key: they
- * come in the servers' order.
- */
+static int ngx_libc_cdecl
+ngx_mw_mc_key_cmp(const void *a, const void *b)
+{
+    return ngx_strcmp(((ngx_mw_mc_value_t *) a)->key,
+                      ((ngx_mw_mc_value_t *) b)->key);
+}
+
+
+static ngx_mw_mc_value_t *
+ngx_mw_mc_keys_lookup(ngx_mw_mc_keys_t *ks, const char *text)
+{
+    ngx_int_t   c;
+    ngx_uint_t  lo, hi, mid;
+
+    lo = 0;
+    hi = ks->n;
+
+    while (lo < hi) {
+        mid = lo + (hi - lo) / 2;
+        c = ngx_strcmp(ks->v[mid].key, text);
+
+        if (c == 0) {
+            return &ks->v[mid];
+        }
+
+        if (c < 0) {
+            lo = mid + 1;
+
+        } else {
+            hi = mid;
+        }
+    }
+
+    return NULL;
+}
+
+
+static ngx_mw_mc_value_t *
+ngx_mw_mc_keys_find(ngx_mw_mc_keys_t *ks, int type, const u_char *key)
+{
+    char  text[MW_KEY_TEXT_LEN + 1];
+
+    mw_key_text(text, type, key);
+
+    return ngx_mw_mc_keys_lookup(ks, text);
+}
+
 
 static ngx_int_t
-ngx_mw_mc_read_ahead(memcached_st *m, ngx_mw_mc_value_t *v, ngx_uint_t n,
-    ngx_log_t *log)
+ngx_mw_mc_keys_read(memcached_st *m, ngx_mw_mc_keys_t *ks, ngx_log_t *log)
 {
-    char                 **keys;
-    size_t                *lens, klen;
-    ngx_int_t              rv;
-    ngx_uint_t             i, lo, hi, mid;
-    ngx_mw_mc_value_t    **sorted;
-    memcached_return_t     rc;
-    memcached_result_st    result, *res;
-    const char            *k;
-    int                    c;
+    char                  text[MW_KEY_TEXT_LEN + 1];
+    char                **keys;
+    size_t               *lens;
+    ngx_int_t             rv;
+    ngx_uint_t            i, j;
+    ngx_mw_mc_value_t    *v;
+    memcached_return_t    rc;
+    memcached_result_st   result, *res;
 
-    keys = ngx_alloc(n * (sizeof(char *) + sizeof(size_t))
-                     + n * sizeof(ngx_mw_mc_value_t *), log);
+    if (ks->n == 0) {
+        return NGX_OK;
+    }
+
+    ngx_qsort(ks->v, ks->n, sizeof(ngx_mw_mc_value_t), ngx_mw_mc_key_cmp);
+
+    for (i = 1, j = 1; i < ks->n; i++) {
+        if (ngx_strcmp(ks->v[i].key, ks->v[j - 1].key) != 0) {
+            ngx_memcpy(ks->v[j++].key, ks->v[i].key, MW_KEY_TEXT_LEN + 1);
+        }
+    }
+
+    ks->n = j;
+
+    keys = ngx_alloc(ks->n * (sizeof(char *) + sizeof(size_t)), log);
     if (keys == NULL) {
+        ks->rc = MEMCACHED_MEMORY_ALLOCATION_FAILURE;
         return NGX_ERROR;
     }
 
-    lens = (size_t *) (keys + n);
-    sorted = (ngx_mw_mc_value_t **) (lens + n);
+    lens = (size_t *) (keys + ks->n);
 
-    for (i = 0; i < n; i++) {
-        v[i].found = 0;
-        v[i].len = 0;
-        v[i].cas = 0;
-        keys[i] = v[i].key;
+    for (i = 0; i < ks->n; i++) {
+        ks->v[i].found = 0;
+        ks->v[i].len = 0;
+        ks->v[i].cas = 0;
+        keys[i] = ks->v[i].key;
         lens[i] = MW_KEY_TEXT_LEN;
-        sorted[i] = &v[i];
     }
 
     rv = NGX_ERROR;
 
-    rc = memcached_mget(m, (const char * const *) keys, lens, n);
+    rc = memcached_mget(m, (const char * const *) keys, lens, ks->n);
     if (rc != MEMCACHED_SUCCESS) {
         goto done;
     }
 
     if (memcached_result_create(m, &result) == NULL) {
+        rc = MEMCACHED_MEMORY_ALLOCATION_FAILURE;
         goto done;
     }
 
-    /* matched by a binary search over the keys */
-    ngx_qsort(sorted, n, sizeof(ngx_mw_mc_value_t *), ngx_mw_mc_value_cmp);
-
     while ((res = memcached_fetch_result(m, &result, &rc)) != NULL) {
-        k = memcached_result_key_value(res);
-        klen = memcached_result_key_length(res);
-
-        if (klen != MW_KEY_TEXT_LEN) {
+        if (memcached_result_key_length(res) != MW_KEY_TEXT_LEN) {
             continue;
         }
 
-        lo = 0;
-        hi = n;
+        ngx_memcpy(text, memcached_result_key_value(res), MW_KEY_TEXT_LEN);
+        text[MW_KEY_TEXT_LEN] = '\0';
 
-        while (lo < hi) {
-            mid = (lo + hi) / 2;
-            c = ngx_strncmp(sorted[mid]->key, k, MW_KEY_TEXT_LEN);
+        v = ngx_mw_mc_keys_lookup(ks, text);
 
-            if (c == 0) {
-                sorted[mid]->found = 1;
-                sorted[mid]->len = (u_char)
-                    ngx_mw_mc_result_copy(res, sorted[mid]->value,
-                                          &sorted[mid]->cas);
-                break;
-            }
-
-            if (c < 0) {
-                lo = mid + 1;
-
-            } else {
-                hi = mid;
-            }
+        if (v) {
+            v->found = 1;
+            v->len = (u_char) ngx_mw_mc_result_copy(res, v->value, &v->cas);
         }
     }
 
@@ -1305,9 +1359,49 @@ ngx_mw_mc_read_ahead(memcached_st *m, ngx_mw_mc_value_t *v, ngx_uint_t n,
 done:
 
     ngx_free(keys);
-    ngx_mw_mc_read_rc = rc;
+    ks->rc = rc;
 
     return rv;
+}
+
+
+/*
+ * n keys read in one multi-key get, each value in its place (the same
+ * key may come more than once).
+ */
+
+static ngx_int_t
+ngx_mw_mc_read_ahead(memcached_st *m, ngx_mw_mc_value_t *v, ngx_uint_t n,
+    ngx_log_t *log)
+{
+    ngx_int_t           rc;
+    ngx_uint_t          i;
+    ngx_mw_mc_keys_t    ks;
+    ngx_mw_mc_value_t  *r;
+
+    if (ngx_mw_mc_keys_alloc(&ks, n, log) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < n; i++) {
+        ngx_memcpy(ks.v[ks.n++].key, v[i].key, MW_KEY_TEXT_LEN + 1);
+    }
+
+    rc = ngx_mw_mc_keys_read(m, &ks, log);
+
+    for (i = 0; rc == NGX_OK && i < n; i++) {
+        r = ngx_mw_mc_keys_lookup(&ks, v[i].key);
+
+        if (r) {
+            v[i] = *r;
+        }
+    }
+
+    if (ks.v) {
+        ngx_free(ks.v);
+    }
+
+    return rc;
 }
 
 
@@ -1481,6 +1575,21 @@ ngx_mw_mc_guard(ngx_mw_mc_t *mc)
 }
 
 
+/* a round to the pool; NGX_ERROR: the pool's queue is full (logged) */
+
+static ngx_int_t
+ngx_mw_mc_start(ngx_mw_mc_t *mc, ngx_mw_mc_round_t *rd)
+{
+    rd->task.ctx = rd;
+    rd->task.handler = ngx_mw_mc_round_thread;
+    rd->task.event.handler = ngx_mw_mc_round_done;
+    rd->task.event.data = rd;
+    rd->task.event.log = ngx_cycle->log;
+
+    return ngx_thread_task_post(mc->thread_pool, &rd->task);
+}
+
+
 /*
  * The binary protocol has nothing to pipeline: each delivery or settle is
  * a round of its own, sent at once, as many at a time as the pool has
@@ -1515,13 +1624,7 @@ ngx_mw_mc_alone(ngx_mw_mc_t *mc, ngx_mw_ingest_t *op, ngx_mw_mc_settle_t *s,
         rd->nalloc = 1;
     }
 
-    rd->task.ctx = rd;
-    rd->task.handler = ngx_mw_mc_round_thread;
-    rd->task.event.handler = ngx_mw_mc_round_done;
-    rd->task.event.data = rd;
-    rd->task.event.log = ngx_cycle->log;
-
-    if (ngx_thread_task_post(mc->thread_pool, &rd->task) != NGX_OK) {
+    if (ngx_mw_mc_start(mc, rd) != NGX_OK) {
         if (rd->ops) {
             ngx_free(rd->ops);
         }
@@ -1587,17 +1690,11 @@ ngx_mw_mc_round_post(ngx_event_t *ev)
     mc->round = NULL;
     mc->rounds++;
 
-    rd->task.ctx = rd;
-    rd->task.handler = ngx_mw_mc_round_thread;
-    rd->task.event.handler = ngx_mw_mc_round_done;
-    rd->task.event.data = rd;
-    rd->task.event.log = ev->log;
-
-    if (ngx_thread_task_post(mc->thread_pool, &rd->task) == NGX_OK) {
+    if (ngx_mw_mc_start(mc, rd) == NGX_OK) {
         return;
     }
 
-    /* the pool's queue is full (logged): nothing was done */
+    /* nothing was done */
 
     for (i = 0; i < rd->nops; i++) {
         rd->ops[i]->rc = NGX_ERROR;
@@ -1828,111 +1925,6 @@ ngx_http_meta_webhook_mc_settle(void *state, ngx_mw_claim_t *claims,
 
     *rd->last = s;
     rd->last = &s->next;
-}
-
-
-/*
- * A set of keys read in one multi-key get: sorted, each key once, found
- * again by a binary search.
- */
-
-typedef struct {
-    ngx_mw_mc_value_t          *v;
-    ngx_uint_t                  n;
-    memcached_return_t          rc;           /* of a read that failed */
-} ngx_mw_mc_keys_t;
-
-
-static ngx_int_t
-ngx_mw_mc_keys_alloc(ngx_mw_mc_keys_t *ks, ngx_uint_t max, ngx_log_t *log)
-{
-    ks->n = 0;
-    ks->v = NULL;
-    ks->rc = MEMCACHED_SUCCESS;
-
-    if (max == 0) {
-        return NGX_OK;
-    }
-
-    ks->v = ngx_alloc(max * sizeof(ngx_mw_mc_value_t), log);
-
-    return ks->v ? NGX_OK : NGX_ERROR;
-}
-
-
-static int ngx_libc_cdecl
-ngx_mw_mc_key_cmp(const void *a, const void *b)
-{
-    return ngx_strcmp(((ngx_mw_mc_value_t *) a)->key,
-                      ((ngx_mw_mc_value_t *) b)->key);
-}
-
-
-static ngx_int_t
-ngx_mw_mc_keys_read(memcached_st *m, ngx_mw_mc_keys_t *ks, ngx_log_t *log)
-{
-    ngx_uint_t  i, j;
-
-    if (ks->n == 0) {
-        return NGX_OK;
-    }
-
-    ngx_qsort(ks->v, ks->n, sizeof(ngx_mw_mc_value_t), ngx_mw_mc_key_cmp);
-
-    for (i = 1, j = 1; i < ks->n; i++) {
-        if (ngx_strcmp(ks->v[i].key, ks->v[j - 1].key) != 0) {
-            ngx_memcpy(ks->v[j++].key, ks->v[i].key, MW_KEY_TEXT_LEN + 1);
-        }
-    }
-
-    ks->n = j;
-
-    if (ngx_mw_mc_read_ahead(m, ks->v, ks->n, log) != NGX_OK) {
-        ks->rc = ngx_mw_mc_read_rc;
-        return NGX_ERROR;
-    }
-
-    return NGX_OK;
-}
-
-
-static ngx_mw_mc_value_t *
-ngx_mw_mc_keys_lookup(ngx_mw_mc_keys_t *ks, const char *text)
-{
-    ngx_int_t   c;
-    ngx_uint_t  lo, hi, mid;
-
-    lo = 0;
-    hi = ks->n;
-
-    while (lo < hi) {
-        mid = lo + (hi - lo) / 2;
-        c = ngx_strcmp(ks->v[mid].key, text);
-
-        if (c == 0) {
-            return &ks->v[mid];
-        }
-
-        if (c < 0) {
-            lo = mid + 1;
-
-        } else {
-            hi = mid;
-        }
-    }
-
-    return NULL;
-}
-
-
-static ngx_mw_mc_value_t *
-ngx_mw_mc_keys_find(ngx_mw_mc_keys_t *ks, int type, const u_char *key)
-{
-    char  text[MW_KEY_TEXT_LEN + 1];
-
-    mw_key_text(text, type, key);
-
-    return ngx_mw_mc_keys_lookup(ks, text);
 }
 
 
