@@ -28,6 +28,7 @@ use IO::Socket::INET;
 use POSIX ();
 
 use MWTest ();
+use MWTest::Memcached ();
 
 use parent 'MWTest::Owned';
 
@@ -135,7 +136,9 @@ sub _serve {
                         } else {
                             unlink "$dir/arm-cas";
                         }
-                        _set($self->{upstream}, $key, $value);
+                        MWTest::Memcached::_talk($self->{upstream},
+                            "set $key 0 0 " . length($value)
+                            . "\r\n$value\r\n", qr/\r\n\z/, 2);
                     }
                 }
                 _write($peer{$fh}, $cmd);
@@ -166,19 +169,6 @@ sub _write {
         return unless $n;
         substr $data, 0, $n, '';
     }
-}
-
-sub _set {
-    my ($port, $key, $value) = @_;
-    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port,
-                                  Proto => 'tcp', Timeout => 2) or return;
-    _write($s, "set $key 0 0 " . length($value) . "\r\n$value\r\n");
-    my $answer = '';
-    while ($answer !~ /\r\n/) {
-        my $n = sysread $s, $answer, 256, length $answer;
-        last unless $n;
-    }
-    close $s;
 }
 
 1;
