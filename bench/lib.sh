@@ -265,6 +265,40 @@ new_secret() {  # new_secret FILE: a random app secret
 
 run_tag() { od -An -tx1 -N4 /dev/urandom | tr -d ' \n'; }
 
+result_field() {   # result_field LABEL FIELD: from the RESULT line of wrk-LABEL.txt
+    sed -n "s/^RESULT .*[ ]$2=\([^ ]*\).*/\1/p" "$OUT/wrk-$1.txt" 2>/dev/null | head -1
+}
+
+# run_wrk LABEL URL FIRST LAST MODE DURATION SERVER_PID: wrk with the
+# replay script on lines FIRST..LAST of $OUT/single.txt, into
+# $OUT/wrk-LABEL.txt, with the server's CPU and the rest of the machine's
+# appended to its RESULT line (CONNS connections)
+run_wrk() {
+    f=$OUT/wrk-$1.txt
+    t0=$(proc_ticks "$7"); m0=$(machine_cpu); snap_times "$OUT/.times0"; w0=$(now_s)
+    on_cpu "$LOAD_CPU" timeout $(($6 + 60)) wrk -t1 -c"$CONNS" -d"$6"s \
+        --timeout 5s --latency -s "$BENCH/wrk/replay.lua" "$2" \
+        -- "$OUT/single.txt" "$3" "$4" "$5" "$1" >"$f" 2>&1
+    rc=$?
+    t1=$(proc_ticks "$7"); m1=$(machine_cpu); snap_times "$OUT/.times1"; w1=$(now_s)
+    c0=$(children_cpu "$OUT/.times0"); c1=$(children_cpu "$OUT/.times1")
+    [ $rc = 0 ] || { warn "wrk for $1 exited $rc"; NOT_RUN="$NOT_RUN $1"; }
+    # how busy the server was: its CPU time over the time wrk was sending;
+    # and how much CPU the rest of the machine took meanwhile (anything
+    # but the server and wrk: other people's builds and tests), as % of
+    # one core over the whole wrk invocation
+    el=$(result_field "$1" elapsed_s)
+    cpu=$(awk -v t=$((t1 - t0)) -v hz="$HZ" -v el="${el:-0}" \
+        'BEGIN { if (el > 0) printf "%.0f", 100 * t / hz / el; else print "?" }')
+    other=$(awk -v m="$m0 $m1" -v c="$c0 $c1" -v w="$w0 $w1" -v t=$((t1 - t0)) -v hz="$HZ" '
+        BEGIN { split(m, M, " "); split(c, C, " "); split(w, W, " ")
+                o = (M[2] - M[1]) - (C[2] - C[1]) - t / hz
+                if (o < 0) o = 0
+                printf "%.0f", 100 * o / (W[2] - W[1]) }')
+    sed -i "s/^RESULT .*/& server_cpu_pct=$cpu other_cpu_pct=$other/" "$f"
+    cat "$f"
+}
+
 # POST one line of a gen.js file with curl; prints the HTTP status
 post_line() {   # post_line URL FILE LINE [bad]
     l=$(sed -n "${3}p" "$2")

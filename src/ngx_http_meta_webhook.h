@@ -134,12 +134,14 @@ typedef struct {
     /*
      * Commits (the hand-off succeeded: keep the keys for ttl) or releases
      * (it failed: forget them, so that Meta's retry is processed) the new
-     * claims of a delivery.  Never blocks the event loop.
+     * claims of a delivery, whose lease ends at lease (a commit after it
+     * may come after another delivery took the claims over).  Never
+     * blocks the event loop.
      */
     void                      (*settle)(void *state, ngx_mw_claim_t *claims,
                                         ngx_uint_t n, uint64_t owner,
                                         ngx_uint_t commit, time_t ttl,
-                                        ngx_log_t *log);
+                                        time_t lease, ngx_log_t *log);
 
     /* decides a send and, when allowed, counts it */
     ngx_int_t                 (*reserve)(void *state, ngx_mw_send_op_t *op);

@@ -897,7 +897,7 @@ ngx_http_meta_webhook_release_new(ngx_http_request_t *r,
     }
 
     mmcf = ngx_http_get_module_main_conf(r, ngx_http_meta_webhook_module);
-    mmcf->ops->settle(mmcf->state, held, n, op->owner, 0, 0,
+    mmcf->ops->settle(mmcf->state, held, n, op->owner, 0, 0, 0,
                       r->connection->log);
 
     return NGX_OK;
@@ -1378,7 +1378,9 @@ ngx_http_meta_webhook_settle(ngx_http_request_t *r,
 
     /* the TTL was taken when claiming: a redirect may change location */
     mmcf->ops->settle(mmcf->state, ctx->held, ctx->nheld, ctx->op.owner,
-                      commit, ctx->dedupe_ttl, r->connection->log);
+                      commit, ctx->dedupe_ttl,
+                      ctx->op.now + ctx->op.claim_timeout,
+                      r->connection->log);
 }
 
 
@@ -1470,7 +1472,7 @@ ngx_http_meta_webhook_cleanup(void *data)
 
         ctx->settled = 1;
         mmcf->ops->settle(mmcf->state, ctx->held, ctx->nheld, ctx->op.owner,
-                          0, 0, ngx_cycle->log);
+                          0, 0, 0, ngx_cycle->log);
     }
 
     /* the values are in the request's pool: only the batch's own memory */

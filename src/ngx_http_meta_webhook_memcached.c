@@ -13,7 +13,8 @@
  *   a claim       add "I<owner>" with the lease as TTL: NOTSTORED means
  *                 another delivery has it, read to tell "C" (committed,
  *                 a duplicate) from "I..." (in flight);
- *   commit        "C" with the dedupe TTL, whoever holds the key now;
+ *   commit        "C" with the dedupe TTL, whoever holds the key now,
+ *                 read back;
  *   release       gets, then delete if still ours;
  *   a contact     gets, change with the rules, cas (add when absent),
  *                 again when another node changed it meanwhile.
@@ -36,7 +37,7 @@
 #define NGX_MW_MC_PENDING_POLLS  10   /* 10 ms each */
 #define NGX_MW_MC_PENDING_TTL    2    /* s */
 #define NGX_MW_MC_GROUP_LEN   16
-#define NGX_MW_MC_ROUNDS      2       /* in the pool at once, per worker */
+#define NGX_MW_MC_ROUNDS      1       /* in the pool at once, per worker */
 #define NGX_MW_MC_ROUND_WAIT  20      /* ms a round waits for them at most */
 #define NGX_MW_MC_CHECK_TRIES 2       /* pipelined, then the gets/cas loop */
 
@@ -124,6 +125,7 @@ struct ngx_mw_mc_settle_s {
     uint64_t                    owner;
     ngx_uint_t                  commit;
     time_t                      ttl;
+    time_t                      lease;        /* when the claims lapse */
     ngx_mw_mc_settle_t         *next;
 };
 
@@ -187,7 +189,7 @@ static ngx_int_t ngx_http_meta_webhook_mc_ingest(void *state,
     ngx_mw_ingest_t *op);
 static void ngx_http_meta_webhook_mc_settle(void *state,
     ngx_mw_claim_t *claims, ngx_uint_t n, uint64_t owner, ngx_uint_t commit,
-    time_t ttl, ngx_log_t *log);
+    time_t ttl, time_t lease, ngx_log_t *log);
 static ngx_int_t ngx_http_meta_webhook_mc_reserve(void *state,
     ngx_mw_send_op_t *op);
 static void ngx_http_meta_webhook_mc_unreserve(void *state,
@@ -1518,9 +1520,13 @@ ngx_mw_mc_free_checks(ngx_mw_mc_check_t *chk)
  * round of one, sent at once.  With NGX_MW_MC_ROUNDS rounds of a worker
  * in the pool, the next one gathers until one of them is done: under
  * load, rounds grow instead of multiplying, and what a round costs
- * whatever its size (its round trips, the hand-off) is shared by more
- * deliveries.  A worker that stops sends what it gathers at once, and
- * the guard timer keeps it running until its rounds are done.
+ * whatever its size (its round trips, the hand-off and its wake-ups) is
+ * shared by more deliveries.  One round at a time measured the fewest
+ * sends, wake-ups and context switches per delivery (docs/operations.md,
+ * "Throughput"); one that waits on a server that does not answer holds
+ * the next up for NGX_MW_MC_ROUND_WAIT at most.  A worker that stops
+ * sends what it gathers at once, and the guard timer keeps it running
+ * until its rounds are done.
  */
 
 static void ngx_mw_mc_round_post(ngx_event_t *ev);
@@ -1885,7 +1891,7 @@ ngx_http_meta_webhook_mc_ingest(void *state, ngx_mw_ingest_t *op)
 static void
 ngx_http_meta_webhook_mc_settle(void *state, ngx_mw_claim_t *claims,
     ngx_uint_t n, uint64_t owner, ngx_uint_t commit, time_t ttl,
-    ngx_log_t *log)
+    time_t lease, ngx_log_t *log)
 {
     ngx_mw_mc_t *mc = state;
 
@@ -1905,6 +1911,7 @@ ngx_http_meta_webhook_mc_settle(void *state, ngx_mw_claim_t *claims,
     s->owner = owner;
     s->commit = commit;
     s->ttl = ttl;
+    s->lease = lease;
     s->next = NULL;
 
     ngx_memcpy(s->claims, claims, n * sizeof(ngx_mw_claim_t));
@@ -2419,7 +2426,7 @@ ngx_mw_mc_unanswered(memcached_st *m, ngx_mw_mc_round_t *rd,
         }
     }
 
-    /* a claim to commit holds its token, a contact written its record */
+    /* a claim committed holds "C", a contact written its record */
 
     for (s = rd->settles; s; s = s->next) {
         for (j = 0; s->commit && j < s->n; j++) {
@@ -2479,23 +2486,81 @@ ngx_mw_mc_unanswered(memcached_st *m, ngx_mw_mc_round_t *rd,
 
 
 /*
+ * A round's commits: sets of "C", noreply, buffered: they leave with the
+ * round's first command that is sent (its first add, or its get), or with
+ * the flush at its end.  Nothing is read for them, so a commit made after
+ * its lease ended is told by the time: the update may have been handed off
+ * by another delivery too (the lapsed warning).  NGX_ERROR: one could not
+ * be buffered, and they are all made again one by one.
+ */
+
+static ngx_int_t
+ngx_mw_mc_commit_all(memcached_st *m, ngx_mw_mc_round_t *rd,
+    ngx_uint_t *lapsed)
+{
+    char                 key[MW_KEY_TEXT_LEN + 1];
+    time_t               now, ttl;
+    ngx_int_t            rv;
+    ngx_uint_t           j;
+    ngx_mw_mc_settle_t  *s;
+    memcached_return_t   rc;
+
+    rv = NGX_OK;
+    now = ngx_time();
+
+    (void) memcached_behavior_set(m, MEMCACHED_BEHAVIOR_NOREPLY, 1);
+
+    for (s = rd->settles; s; s = s->next) {
+        if (!s->commit) {
+            continue;
+        }
+
+        ttl = (time_t) mw_ttl(now + s->ttl, now);
+
+        if (s->lease && now > s->lease) {
+            *lapsed += s->n;
+        }
+
+        for (j = 0; j < s->n; j++) {
+            mw_key_text(key, MW_KEY_DEDUPE, s->claims[j].key);
+
+            ngx_mw_mc_call(m, key, rc,
+                           memcached_set(m, key, MW_KEY_TEXT_LEN, "C", 1,
+                                         ttl, 0));
+
+            if (rc != MEMCACHED_SUCCESS) {
+                rv = NGX_ERROR;
+            }
+        }
+    }
+
+    (void) memcached_behavior_set(m, MEMCACHED_BEHAVIOR_NOREPLY, 0);
+
+    return rv;
+}
+
+
+/*
  * A round's commands, pipelined (ASCII):
  *
- *   1. the claims, each an add sent without waiting for its answer
+ *   1. the commits of the deliveries the last rounds answered, each a set
+ *      of "C", buffered (ngx_mw_mc_commit_all);
+ *   2. the claims, each an add sent without waiting for its answer
  *      ("noreply"), after a read of the batches' claims (a retried batch
- *      needs no add);
- *   2. one multi-key get of the claims, the contacts, the keys to commit
+ *      needs no add); the first command sent takes the commits along;
+ *   3. one multi-key get of the claims, the contacts, the keys committed
  *      and the contacts the previous round wrote: a claim that holds its
  *      delivery's token is new (memcached answers a connection's commands
  *      in order, so the add came first), "C" a duplicate, anything else
- *      in flight elsewhere (busy: the delivery looks again shortly);
- *   3. the commits, each a set of "C", buffered, and the contacts, each a
- *      cas with the value just read, noreply (ngx_mw_mc_write_contacts).
+ *      in flight elsewhere (busy: the delivery looks again shortly); a
+ *      key committed that does not hold "C" is committed again;
+ *   4. the contacts, each a cas with the value just read, noreply
+ *      (ngx_mw_mc_write_contacts).
  *
  * The deliveries are answered then: one round trip however many, and one
  * send per new claim and per changed contact.  The contacts written are
  * read back by the next round, which the checks start if nothing else
- * does.  NGX_DECLINED: step 1 or 2 failed, and the round is done one by
+ * does.  NGX_DECLINED: step 2 or 3 failed, and the round is done one by
  * one (what it added is found to be its own).
  */
 
@@ -2504,7 +2569,6 @@ ngx_mw_mc_pipeline(memcached_st *m, ngx_mw_mc_round_t *rd, ngx_log_t *log)
 {
     char                  mine[32];
     size_t                mlen;
-    time_t                ttl;
     uint32_t              failed;
     ngx_int_t             l;
     ngx_uint_t            i, j, n, k, lapsed, recommit;
@@ -2516,7 +2580,9 @@ ngx_mw_mc_pipeline(memcached_st *m, ngx_mw_mc_round_t *rd, ngx_log_t *log)
     ngx_mw_mc_settle_t   *s;
     ngx_mw_mc_changes_t   ch;
     ngx_mw_contact_op_t  *co;
-    memcached_return_t    rc;
+
+    lapsed = 0;
+    recommit = (ngx_mw_mc_commit_all(m, rd, &lapsed) != NGX_OK);
 
     if (ngx_mw_mc_pre_read(m, rd, log) != NGX_OK
         || ngx_mw_mc_add_claims(m, rd) != NGX_OK)
@@ -2574,7 +2640,6 @@ ngx_mw_mc_pipeline(memcached_st *m, ngx_mw_mc_round_t *rd, ngx_log_t *log)
     }
 
     failed = 0;
-    recommit = 0;
 
     if (ngx_mw_mc_keys_read(m, &ks, log) != NGX_OK) {
         /*
@@ -2596,6 +2661,25 @@ ngx_mw_mc_pipeline(memcached_st *m, ngx_mw_mc_round_t *rd, ngx_log_t *log)
         ngx_log_error(NGX_LOG_ERR, log, 0,
                       "meta_webhook: memcached read failed: %s",
                       memcached_strerror(m, ks.rc));
+    }
+
+    /*
+     * The commits, read back: "C" proves that memcached has them (a
+     * connection that died with its server's restart takes the commands
+     * written on it along, noreply or not).  Any other: all made again,
+     * one by one.
+     */
+
+    for (s = rd->settles; s && !recommit; s = s->next) {
+        for (j = 0; s->commit && j < s->n; j++) {
+            v = ngx_mw_mc_keys_find(&ks, MW_KEY_DEDUPE, s->claims[j].key);
+
+            if (v == NULL || !v->found || v->len != 1 || v->value[0] != 'C')
+            {
+                recommit = 1;
+                break;
+            }
+        }
     }
 
     /* the claims */
@@ -2636,7 +2720,7 @@ ngx_mw_mc_pipeline(memcached_st *m, ngx_mw_mc_round_t *rd, ngx_log_t *log)
         }
     }
 
-    /* the contacts, then the commits: writes, answers not awaited */
+    /* the contacts: writes, answers not awaited */
 
     (void) memcached_behavior_set(m, MEMCACHED_BEHAVIOR_NOREPLY, 1);
 
@@ -2654,48 +2738,21 @@ ngx_mw_mc_pipeline(memcached_st *m, ngx_mw_mc_round_t *rd, ngx_log_t *log)
     }
 
     /*
-     * The commits: sets, buffered, and sent together by the flush; if it
-     * fails (a connection that died), one by one, each call reconnecting.
+     * What is still buffered (commits on a server the round sent nothing
+     * else to); if it fails (a connection that died), the commits are
+     * made again one by one, each call reconnecting.
      */
-
-    lapsed = 0;
-
-    for (s = rd->settles; s; s = s->next) {
-        if (!s->commit) {
-            continue;
-        }
-
-        mlen = ngx_mw_mc_token(mine, s->owner);
-        ttl = (time_t) mw_ttl(ngx_time() + s->ttl, ngx_time());
-
-        for (j = 0; j < s->n; j++) {
-            v = ngx_mw_mc_keys_find(&ks, MW_KEY_DEDUPE, s->claims[j].key);
-
-            if (v == NULL) {
-                continue;
-            }
-
-            if (!ngx_mw_mc_holds(v, mine, mlen)
-                && !((failed >> ngx_mw_mc_position(m, v->key)) & 1))
-            {
-                lapsed++;
-            }
-
-            ngx_mw_mc_call(m, v->key, rc,
-                           memcached_set(m, v->key, MW_KEY_TEXT_LEN, "C", 1,
-                                         ttl, 0));
-
-            if (rc != MEMCACHED_SUCCESS) {
-                recommit = 1;
-            }
-        }
-    }
 
     if (memcached_flush_buffers(m) != MEMCACHED_SUCCESS) {
         recommit = 1;
     }
 
     (void) memcached_behavior_set(m, MEMCACHED_BEHAVIOR_NOREPLY, 0);
+
+    if (recommit) {
+        /* what they find tells the lapsed, not the time */
+        lapsed = 0;
+    }
 
     for (s = rd->settles; recommit && s; s = s->next) {
         if (s->commit) {

@@ -103,7 +103,7 @@ static void ngx_http_meta_webhook_shm_sent(void *state, u_char *sent,
     u_char *contact, time_t ttl, ngx_log_t *log);
 static void ngx_http_meta_webhook_shm_settle(void *state,
     ngx_mw_claim_t *claims, ngx_uint_t n, uint64_t owner, ngx_uint_t commit,
-    time_t ttl, ngx_log_t *log);
+    time_t ttl, time_t lease, ngx_log_t *log);
 
 
 ngx_mw_state_ops_t  ngx_http_meta_webhook_shm_ops = {
@@ -530,7 +530,7 @@ full:
 static void
 ngx_http_meta_webhook_shm_settle(void *state, ngx_mw_claim_t *claims,
     ngx_uint_t n, uint64_t owner, ngx_uint_t commit, time_t ttl,
-    ngx_log_t *log)
+    time_t lease, ngx_log_t *log)
 {
     ngx_mw_shm_t *ctx = state;
 

@@ -17,7 +17,8 @@
 #     one by one, finds the claims it added to be its own, and hands the
 #     update off once;
 #   - concurrent copies of one update on one node: one handed off, the
-#     rest duplicates or busy.
+#     rest duplicates or busy;
+#   - a hand-off that outlasts the claim's lease: the lapsed warning.
 
 use strict;
 use warnings;
@@ -90,10 +91,12 @@ like $cmds[2] // '', qr/^add K 0 \d+ \d+ noreply$/,
 my @later = @cmds[3 .. $#cmds];
 ok scalar(grep { /^gets? (?:\S+ )*K(?: \S+)*$/ } @later),
     'the next round reads the contact back';
-ok scalar(grep { /^gets? (?:\S+ )*D(?: \S+)*$/ } @later),
-    'and the claim, before its commit';
-like $cmds[-1] // '', qr/^set D 0 \d+ 1 noreply$/,
+my ($set) = grep { $later[$_] =~ /^set D / } 0 .. $#later;
+like $later[$set // 0] // '', qr/^set D 0 \d+ 1 noreply$/,
     'the commit: a set of "C", its answer not awaited';
+ok defined($set) && scalar(grep { /^gets? (?:\S+ )*D(?: \S+)*$/ }
+                           @later[$set + 1 .. $#later]),
+    'then the claim read back: memcached has the commit';
 # (the read-back may go out on another thread's connection and reach
 # memcached before the add: memcached orders each connection's commands
 # only; the contact is then written once more, the same record)
@@ -214,6 +217,32 @@ sub lost_cas {
         'the others 200 duplicate or 503 busy'
         or diag "@res";
     is handed($m3->get('id')), 1, 'handed off once';
+}
+
+# --- a hand-off that outlasts the claim's lease: the commit, sent without
+#     reading the claim first, is told lapsed by the time
+
+{
+    my $short = $mc->node(inbox => $inbox, workers => 1,
+                          servers => '127.0.0.1:' . $px->port,
+                          state => 'connect_timeout=2s poll_timeout=2s',
+                          webhook_extra => 'meta_webhook_claim_timeout 1s;');
+    my $m4 = msg_text(from => new_contact(), ts => $T);
+    my $d4 = MWTest::Memcached::message_key($m4->get('id'));
+    my $log = $short->log_mark;
+    $inbox->set(delay => 2.5);
+    is result($short->deliver(delivery(messages => [$m4]))), '200 new',
+        'a hand-off of 2.5 s with a lease of 1 s: 200 new';
+    $inbox->set(delay => 0);
+    like $short->wait_error_log(qr/handed off after their claims lapsed/,
+                                $log),
+        qr/\[warn\].*1 updates were handed off after their claims lapsed/,
+        'the lapsed warning, counted once';
+    ok MWTest::wait_until(sub { ($mc->find($d4) // '') eq 'C' }, 5),
+        'committed all the same';
+    unlike $ng->error_log, qr/claims lapsed/,
+        'hand-offs within their lease: no lapsed warning';
+    $short->stop;
 }
 
 done_testing;
