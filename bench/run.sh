@@ -205,12 +205,16 @@ if [ "$HAVE_MODULE" = 1 ] && want E; then
         cmd0=$(mc_cmds)
         # the worker's sends to memcached (send: sendto) and its waits for
         # memcached's answers (libmemcached polls; the event loop uses
-        # epoll), counted by perf's syscall tracepoints when it has them
+        # epoll), counted by perf's syscall tracepoints when it has them;
+        # and what handing rounds to the pool's threads and back costs:
+        # the futex calls (the pool's mutex and condition) and the
+        # worker's context switches.  Counts, unlike times, do not drift
+        # with the host's speed.
         PERF_STAT=""
         if command -v perf >/dev/null 2>&1 \
             && perf list 2>/dev/null | grep -q 'syscalls:sys_enter_poll '; then
             perf stat -x, -o "$OUT/e-syscalls.txt" \
-                -e syscalls:sys_enter_sendto,syscalls:sys_enter_poll \
+                -e syscalls:sys_enter_sendto,syscalls:sys_enter_poll,syscalls:sys_enter_futex,context-switches \
                 -p "$(worker_pid)" >/dev/null 2>&1 &
             PERF_STAT=$!
         fi
@@ -226,7 +230,8 @@ if [ "$HAVE_MODULE" = 1 ] && want E; then
         if [ -n "$PERF_STAT" ] && [ -s "$OUT/e-syscalls.txt" ]; then
             awk -F, -v n="${n:-0}" '
                 /sys_enter_sendto/ { s = $1 } /sys_enter_poll/ { p = $1 }
-                END { if (n > 0) printf "E per delivery: %.2f sends to memcached, %.2f waits for its answers (the worker'"'"'s send and poll calls, perf)\n", s / n, p / n }' \
+                /sys_enter_futex/ { f = $1 } /context-switches/ { c = $1 }
+                END { if (n > 0) printf "E per delivery: %.2f sends to memcached, %.2f waits for its answers (the worker'"'"'s send and poll calls), %.2f futex calls, %.2f context switches (perf)\n", s / n, p / n, f / n, c / n }' \
                 "$OUT/e-syscalls.txt" >>"$OUT/e-roundtrips.txt"
         fi
         cat "$OUT/e-roundtrips.txt"

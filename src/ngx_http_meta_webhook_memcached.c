@@ -37,7 +37,7 @@
 #define NGX_MW_MC_PENDING_POLLS  10   /* 10 ms each */
 #define NGX_MW_MC_PENDING_TTL    2    /* s */
 #define NGX_MW_MC_GROUP_LEN   16
-#define NGX_MW_MC_ROUNDS      1       /* in the pool at once, per worker */
+#define NGX_MW_MC_ROUNDS      2       /* in the pool at once, per worker */
 #define NGX_MW_MC_ROUND_WAIT  20      /* ms a round waits for them at most */
 #define NGX_MW_MC_CHECK_TRIES 2       /* pipelined, then the gets/cas loop */
 
@@ -127,6 +127,8 @@ struct ngx_mw_mc_settle_s {
     time_t                      ttl;
     time_t                      lease;        /* when the claims lapse */
     ngx_mw_mc_settle_t         *next;
+    unsigned                    redo:1;       /* not read back */
+    unsigned                    late:1;       /* after the lease */
 };
 
 
@@ -1521,10 +1523,10 @@ ngx_mw_mc_free_checks(ngx_mw_mc_check_t *chk)
  * in the pool, the next one gathers until one of them is done: under
  * load, rounds grow instead of multiplying, and what a round costs
  * whatever its size (its round trips, the hand-off and its wake-ups) is
- * shared by more deliveries.  One round at a time measured the fewest
- * sends, wake-ups and context switches per delivery (docs/operations.md,
- * "Throughput"); one that waits on a server that does not answer holds
- * the next up for NGX_MW_MC_ROUND_WAIT at most.  A worker that stops
+ * shared by more deliveries.  (One round at a time makes them larger
+ * still, but a server that does not answer then holds up more of them:
+ * docs/operations.md, "Throughput".)  One that waits on a server that
+ * does not answer holds the next up for NGX_MW_MC_ROUND_WAIT at most.  A worker that stops
  * sends what it gathers at once, and the guard timer keeps it running
  * until its rounds are done.
  */
@@ -1912,6 +1914,8 @@ ngx_http_meta_webhook_mc_settle(void *state, ngx_mw_claim_t *claims,
     s->commit = commit;
     s->ttl = ttl;
     s->lease = lease;
+    s->redo = 0;
+    s->late = 0;
     s->next = NULL;
 
     ngx_memcpy(s->claims, claims, n * sizeof(ngx_mw_claim_t));
@@ -2495,8 +2499,7 @@ ngx_mw_mc_unanswered(memcached_st *m, ngx_mw_mc_round_t *rd,
  */
 
 static ngx_int_t
-ngx_mw_mc_commit_all(memcached_st *m, ngx_mw_mc_round_t *rd,
-    ngx_uint_t *lapsed)
+ngx_mw_mc_commit_all(memcached_st *m, ngx_mw_mc_round_t *rd)
 {
     char                 key[MW_KEY_TEXT_LEN + 1];
     time_t               now, ttl;
@@ -2517,9 +2520,7 @@ ngx_mw_mc_commit_all(memcached_st *m, ngx_mw_mc_round_t *rd,
 
         ttl = (time_t) mw_ttl(now + s->ttl, now);
 
-        if (s->lease && now > s->lease) {
-            *lapsed += s->n;
-        }
+        s->late = (s->lease && now > s->lease);
 
         for (j = 0; j < s->n; j++) {
             mw_key_text(key, MW_KEY_DEDUPE, s->claims[j].key);
@@ -2581,8 +2582,7 @@ ngx_mw_mc_pipeline(memcached_st *m, ngx_mw_mc_round_t *rd, ngx_log_t *log)
     ngx_mw_mc_changes_t   ch;
     ngx_mw_contact_op_t  *co;
 
-    lapsed = 0;
-    recommit = (ngx_mw_mc_commit_all(m, rd, &lapsed) != NGX_OK);
+    recommit = (ngx_mw_mc_commit_all(m, rd) != NGX_OK);
 
     if (ngx_mw_mc_pre_read(m, rd, log) != NGX_OK
         || ngx_mw_mc_add_claims(m, rd) != NGX_OK)
@@ -2666,18 +2666,19 @@ ngx_mw_mc_pipeline(memcached_st *m, ngx_mw_mc_round_t *rd, ngx_log_t *log)
     /*
      * The commits, read back: "C" proves that memcached has them (a
      * connection that died with its server's restart takes the commands
-     * written on it along, noreply or not).  Any other: all made again,
-     * one by one.
+     * written on it along, noreply or not).  Any other: made again, one
+     * by one; not on a server that did not answer, which would only be
+     * waited for again (its commits are written; it leaves the ring).
      */
 
-    for (s = rd->settles; s && !recommit; s = s->next) {
-        for (j = 0; s->commit && j < s->n; j++) {
+    for (s = rd->settles; s; s = s->next) {
+        for (j = 0; s->commit && !s->redo && j < s->n; j++) {
             v = ngx_mw_mc_keys_find(&ks, MW_KEY_DEDUPE, s->claims[j].key);
 
-            if (v == NULL || !v->found || v->len != 1 || v->value[0] != 'C')
+            if ((v == NULL || !v->found || v->len != 1 || v->value[0] != 'C')
+                && !(v && ((failed >> ngx_mw_mc_position(m, v->key)) & 1)))
             {
-                recommit = 1;
-                break;
+                s->redo = 1;
             }
         }
     }
@@ -2749,14 +2750,19 @@ ngx_mw_mc_pipeline(memcached_st *m, ngx_mw_mc_round_t *rd, ngx_log_t *log)
 
     (void) memcached_behavior_set(m, MEMCACHED_BEHAVIOR_NOREPLY, 0);
 
-    if (recommit) {
-        /* what they find tells the lapsed, not the time */
-        lapsed = 0;
-    }
+    lapsed = 0;
 
-    for (s = rd->settles; recommit && s; s = s->next) {
-        if (s->commit) {
+    for (s = rd->settles; s; s = s->next) {
+        if (!s->commit) {
+            continue;
+        }
+
+        if (recommit || s->redo) {
+            /* what they find tells the lapsed, not the time */
             lapsed += ngx_mw_mc_settle_one(m, s, log);
+
+        } else if (s->late) {
+            lapsed += s->n;
         }
     }
 
