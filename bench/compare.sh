@@ -45,10 +45,7 @@ fi
 trap 'stop_all' EXIT
 trap 'stop_all; exit 130' INT TERM HUP
 
-need_apt wrk wrk
-need_apt curl curl
-need_apt node nodejs
-need_apt taskset util-linux
+need_load_tools
 need_apt memcached memcached
 
 rm -rf "$WORK"

@@ -50,6 +50,15 @@ need_apt() {   # need_apt COMMAND PACKAGE: install PACKAGE if COMMAND is missing
     command -v "$1" >/dev/null 2>&1 || { warn "cannot install $2"; exit 1; }
 }
 
+# what every load needs: wrk and its requests' generator, curl for the
+# probes, taskset for the pinning
+need_load_tools() {
+    need_apt wrk wrk
+    need_apt curl curl
+    need_apt node nodejs
+    need_apt taskset util-linux
+}
+
 # Pinning: the server (nginx master + its one worker, or node) on one
 # core, the load generator on the other.
 NCPU=$(nproc 2>/dev/null || echo 1)

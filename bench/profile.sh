@@ -47,10 +47,7 @@ if [ "$HAVE_MODULE" != 1 ]; then
     exit 1
 fi
 
-need_apt wrk wrk
-need_apt curl curl
-need_apt node nodejs
-need_apt taskset util-linux
+need_load_tools
 
 perf_works() {
     command -v perf >/dev/null 2>&1 || return 1

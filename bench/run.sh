@@ -48,10 +48,7 @@ want() { case $TARGETS in *" $1 "*) return 0 ;; esac; return 1; }
 trap 'stop_all' EXIT
 trap 'stop_all; exit 130' INT TERM HUP
 
-need_apt wrk wrk
-need_apt curl curl
-need_apt node nodejs
-need_apt taskset util-linux
+need_load_tools
 need_apt memcached memcached
 command -v npm >/dev/null 2>&1 || need_apt npm npm
 

@@ -1526,9 +1526,9 @@ ngx_mw_mc_free_checks(ngx_mw_mc_check_t *chk)
  * shared by more deliveries.  (One round at a time makes them larger
  * still, but a server that does not answer then holds up more of them:
  * docs/operations.md, "Throughput".)  One that waits on a server that
- * does not answer holds the next up for NGX_MW_MC_ROUND_WAIT at most.  A worker that stops
- * sends what it gathers at once, and the guard timer keeps it running
- * until its rounds are done.
+ * does not answer holds the next up for NGX_MW_MC_ROUND_WAIT at most.  A
+ * worker that stops sends what it gathers at once, and the guard timer
+ * keeps it running until its rounds are done.
  */
 
 static void ngx_mw_mc_round_post(ngx_event_t *ev);
@@ -2492,10 +2492,12 @@ ngx_mw_mc_unanswered(memcached_st *m, ngx_mw_mc_round_t *rd,
 /*
  * A round's commits: sets of "C", noreply, buffered: they leave with the
  * round's first command that is sent (its first add, or its get), or with
- * the flush at its end.  Nothing is read for them, so a commit made after
- * its lease ended is told by the time: the update may have been handed off
- * by another delivery too (the lapsed warning).  NGX_ERROR: one could not
- * be buffered, and they are all made again one by one.
+ * the flush at its end.  The claims are not read before they are
+ * replaced (the round's get reads back the "C" only), so a commit made
+ * after its lease ended is told by the time ("late"): the update may have
+ * been handed off by another delivery too (the lapsed warning).
+ * NGX_ERROR: one could not be buffered, and they are all made again one
+ * by one.
  */
 
 static ngx_int_t
