@@ -14,9 +14,17 @@
 # ratio to the A just before it.  Conditions are bench/run.sh's (one worker pinned to one core,
 # wrk and memcached on the other).
 #
+# Rounds take the builds in turn forwards, then backwards, so that a
+# drift in one direction does not favour the build that runs first; and
+# besides the medians, each build after the first is put against the first
+# round by round (the median over the rounds of the ratio of their CPU time
+# per request, measured a few seconds apart), which the drift moves least.
+#
 # Knobs: COMPARE_ROUNDS (5), COMPARE_SECONDS (3 per run, after a 1 s
-# warm-up), COMPARE_TARGET (E or B), and bench/run.sh's BENCH_THREADS,
-# BENCH_MC_ARGS, BENCH_CONNECTIONS, BENCH_REQUESTS, BENCH_PORT.
+# warm-up), COMPARE_TARGET (E or B), COMPARE_THREADS (E's thread pool per
+# build, e.g. "16 2": the same .so twice compares two pool sizes), and
+# bench/run.sh's BENCH_THREADS, BENCH_MC_ARGS, BENCH_CONNECTIONS,
+# BENCH_REQUESTS, BENCH_PORT.
 # Results: the terminal and bench/out/compare/results.txt.
 
 set -u
@@ -51,13 +59,27 @@ need_apt memcached memcached
 rm -rf "$WORK"
 mkdir -p "$WORK"
 
+# threads V: E's pool size for build V (names of its own: sh has no locals)
+threads() {
+    th_n=0
+    for th_t in ${COMPARE_THREADS:-}; do
+        th_n=$((th_n + 1))
+        [ "$th_n" = "$1" ] && { echo "$th_t"; return; }
+    done
+    echo "${BENCH_THREADS:-16}"
+}
+
 # each build copied once: nginx maps the file it loads (see snapshot_module)
 n=0
 for so in "$@"; do
     n=$((n + 1))
     [ -f "$so" ] || { warn "$so: no such file"; exit 1; }
     cp "$so" "$WORK/v$n.so"
-    echo "v$n $so" >>"$WORK/builds.txt"
+    if [ "$TARGET" = E ]; then
+        echo "v$n $so threads=$(threads $n)" >>"$WORK/builds.txt"
+    else
+        echo "v$n $so" >>"$WORK/builds.txt"
+    fi
 done
 NV=$n
 HAVE_MODULE=1
@@ -91,15 +113,16 @@ NOT_RUN=""
 r=0
 while [ $r -lt "$ROUNDS" ]; do
     r=$((r + 1))
-    v=0
-    while [ $v -lt "$NV" ]; do
-        v=$((v + 1))
+    turn=0
+    while [ $turn -lt "$NV" ]; do
+        turn=$((turn + 1))
+        if [ $((r % 2)) = 1 ]; then v=$turn; else v=$((NV + 1 - turn)); fi
         MODULE_LOAD=$WORK/v$v.so
         if [ "$TARGET" = E ]; then
             start_memcached "$PORT_M" "$WORK/memcached.log"
             BENCH_STATE="memcached 127.0.0.1:$PORT_M ${BENCH_MC_ARGS:-}" \
                 start_nginx "$SECRET" \
-                "thread_pool default threads=${BENCH_THREADS:-16};" \
+                "thread_pool default threads=$(threads $v);" \
                 || { warn "nginx did not start with v$v"; exit 1; }
         else
             start_nginx "$SECRET" || { warn "nginx did not start with v$v"; exit 1; }
@@ -117,12 +140,15 @@ while [ $r -lt "$ROUNDS" ]; do
     done
 done
 
-# medians per build over the rounds
+# medians per build over the rounds; then each build against v1, round
+# by round
 echo ""
 awk -v nv="$NV" '
-    /^#/ { if ($2 ~ /^v[0-9]+$/) name[$2] = $3; next }
+    /^#/ { if ($2 ~ /^v[0-9]+$/) { name[$2] = $3; for (i = 4; i <= NF; i++) name[$2] = name[$2] " " $i }
+           next }
     { k = $2; c[k]++; rps[k, c[k]] = $3; us[k, c[k]] = $4; ra[k, c[k]] = $7
-      p99[k, c[k]] = $8 }
+      p99[k, c[k]] = $8; byr[k, $1] = $4; byra[k, $1] = $7
+      if ($1 > nr) nr = $1 }
     function med(arr, k, n,    i, j, t, a) {
         for (i = 1; i <= n; i++) a[i] = arr[k, i]
         for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j - 1] + 0 > a[j] + 0; j--) {
@@ -135,6 +161,17 @@ awk -v nv="$NV" '
         for (v = 1; v <= nv; v++) {
             k = "v" v
             printf "%-4s %9.0f %8.1f %7.3f %8.0f  %s\n", k, med(rps, k, c[k]), med(us, k, c[k]), med(ra, k, c[k]), med(p99, k, c[k]), name[k]
+        }
+        for (v = 2; v <= nv; v++) {
+            k = "v" v; n = 0; w = 0
+            for (r = 1; r <= nr; r++) {
+                if (byr[k, r] + 0 > 0 && byr["v1", r] + 0 > 0) {
+                    n++; q[k, n] = byr[k, r] / byr["v1", r]
+                    if (byr[k, r] + 0 < byr["v1", r] + 0) w++
+                }
+            }
+            if (n > 0)
+                printf "%s against v1, round by round: CPU per request x%.3f (median of %d), lower in %d of %d\n", k, med(q, k, n), n, w, n
         }
     }' "$RESULTS" | tee -a "$RESULTS"
 

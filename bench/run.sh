@@ -36,6 +36,7 @@ WORK=$(cd "$(dirname "$0")" && pwd)/out
 
 DURATION=${BENCH_DURATION:-5}
 WARMUP=${BENCH_WARMUP:-2}
+A_AROUND=${BENCH_A_AROUND:-3}     # A just before and after E (seconds each)
 CONNS=${BENCH_CONNECTIONS:-16}
 NREQ=${BENCH_REQUESTS:-300000}
 NBATCH=${BENCH_BATCHES:-100}
@@ -215,12 +216,17 @@ if [ "$HAVE_MODULE" = 1 ] && want E; then
                 -p "$(worker_pid)" >/dev/null 2>&1 &
             PERF_STAT=$!
         fi
+        # A again, just before and just after E, on E's nginx: the host's
+        # speed drifts over the minutes since A ran (bench/README.md), and
+        # E/A is the target
+        run_wrk A-before-E "http://127.0.0.1:$PORT_A/webhook" 1 100000 cycle "$A_AROUND" "$NGX_PID" >/dev/null
         run_wrk E "http://127.0.0.1:$PORT_B/webhook" $((WARM_LAST + 1)) "$NREQ" stop "$DURATION" "$NGX_PID"
         sleep 1     # the last commits, posted from the log phase
         if [ -n "$PERF_STAT" ]; then
             kill -INT "$PERF_STAT" 2>/dev/null; wait "$PERF_STAT" 2>/dev/null
         fi
         cmd1=$(mc_cmds)
+        run_wrk A-after-E "http://127.0.0.1:$PORT_A/webhook" 1 100000 cycle "$A_AROUND" "$NGX_PID" >/dev/null
         n=$(result_field E requests)
         E_RT=$(awk -v a="${cmd0:-0}" -v b="${cmd1:-0}" -v n="${n:-0}" 'BEGIN { if (n > 0 && b > a) printf "%.2f", (b - a) / n; else print "n/a" }')
         echo "E memcached commands per delivery: $E_RT (memcached's own counters over the measured run)" >"$OUT/e-roundtrips.txt"
@@ -303,6 +309,11 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0 && b > 0) printf "%.2f", a 
     echo "ratio B/C = $(ratio "${B_RPS:-0}" "${C_RPS:-0}")   (target >= 10)"
     E_RPS=$(result_field E rps)
     echo "ratio E/A = $(ratio "${E_RPS:-0}" "${A_RPS:-0}")   (target >= 0.3)"
+    a1=$(result_field A-before-E rps); a2=$(result_field A-after-E rps)
+    if [ -n "$a1" ] && [ -n "$a2" ]; then
+        echo "          $(ratio "${E_RPS:-0}" "$(awk -v a="$a1" -v b="$a2" 'BEGIN { print (a + b) / 2 }')")" \
+             "against A measured just before and after E on E's nginx ($a1 and $a2 req/s, ${A_AROUND}s each)"
+    fi
     echo "by CPU per request (us/req of A / us/req of X, steadier on a busy host):" \
          "B $(ratio "$(us_req A)" "$(us_req B)"), E $(ratio "$(us_req A)" "$(us_req E)"), B/C $(ratio "$(us_req C)" "$(us_req B)")"
     [ -f "$OUT/e-roundtrips.txt" ] && cat "$OUT/e-roundtrips.txt"

@@ -165,8 +165,13 @@ sub lost_cas {
     note "commands: @$cmds";
     cmp_ok scalar(grep { /^cas K 0 \d+ \d+ \d+ noreply$/ } @$cmds), '>=', 2,
         'the contact written again, pipelined';
-    is scalar(grep { /^cas K 0 \d+ \d+ \d+$/ } @$cmds), 0,
-        'no plain cas: the gets/cas loop was not needed';
+    # one cas lost: no gets/cas loop.  When a read-back on another
+    # connection reached memcached before the held cas and its rewrite
+    # was lost as well (two lost), the loop's one awaited cas follows.
+    cmp_ok scalar(grep { /^cas K 0 \d+ \d+ \d+$/ } @$cmds), '<=',
+        $lost >= 2 ? 1 : 0,
+        "no plain cas unless lost twice (lost $lost): the gets/cas loop "
+        . 'ran only if needed';
     is handed($msg->get('id')), 1, 'handed off once';
 }
 
