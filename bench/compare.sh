@@ -119,10 +119,7 @@ while [ $r -lt "$ROUNDS" ]; do
         if [ $((r % 2)) = 1 ]; then v=$turn; else v=$((NV + 1 - turn)); fi
         MODULE_LOAD=$WORK/v$v.so
         if [ "$TARGET" = E ]; then
-            start_memcached "$PORT_M" "$WORK/memcached.log"
-            BENCH_STATE="memcached 127.0.0.1:$PORT_M ${BENCH_MC_ARGS:-}" \
-                start_nginx "$SECRET" \
-                "thread_pool default threads=$(threads $v);" \
+            start_e "$SECRET" "$(threads $v)" \
                 || { warn "nginx did not start with v$v"; exit 1; }
         else
             start_nginx "$SECRET" || { warn "nginx did not start with v$v"; exit 1; }
@@ -147,7 +144,7 @@ awk -v nv="$NV" '
     /^#/ { if ($2 ~ /^v[0-9]+$/) { name[$2] = $3; for (i = 4; i <= NF; i++) name[$2] = name[$2] " " $i }
            next }
     { k = $2; c[k]++; rps[k, c[k]] = $3; us[k, c[k]] = $4; ra[k, c[k]] = $7
-      p99[k, c[k]] = $8; byr[k, $1] = $4; byra[k, $1] = $7
+      p99[k, c[k]] = $8; byr[k, $1] = $4
       if ($1 > nr) nr = $1 }
     function med(arr, k, n,    i, j, t, a) {
         for (i = 1; i <= n; i++) a[i] = arr[k, i]

@@ -47,10 +47,7 @@ new_secret "$SECRET"
 node "$BENCH/gen.js" single "$SECRET" "$WORK/single.txt" "$NREQ" \
     "n$(run_tag)" >/dev/null || { warn "generator failed"; exit 1; }
 
-start_memcached "$PORT_M" "$WORK/memcached.log"
-BENCH_STATE="memcached 127.0.0.1:$PORT_M ${BENCH_MC_ARGS:-}" \
-    start_nginx "$SECRET" "thread_pool default threads=${2:-16};" \
-    || { warn "nginx did not start"; exit 1; }
+start_e "$SECRET" "${2:-16}" || { warn "nginx did not start"; exit 1; }
 run_wrk warm "http://127.0.0.1:$PORT_B/webhook" 1 30000 stop 1 "$NGX_PID" \
     >/dev/null
 

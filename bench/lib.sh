@@ -1,4 +1,4 @@
-# bench/lib.sh: shared by bench/run.sh and bench/profile.sh (sourced).
+# bench/lib.sh: shared by the scripts of bench/ (sourced).
 #
 # The caller sets WORK (a directory under bench/out it owns) before
 # sourcing.  Everything listens on 127.0.0.1 only; every process started
@@ -260,6 +260,14 @@ start_nginx() {
     fi
     NGX_PID=$!
     wait_port "$PORT_A" || { warn "nginx did not start: $(tail -3 "$WORK/nginx/logs/error.log" 2>/dev/null)"; return 1; }
+}
+
+# start_e SECRET THREADS: E's servers, a fresh memcached and nginx with it
+# as the state, the rounds in a pool of THREADS threads
+start_e() {
+    start_memcached "$PORT_M" "$WORK/memcached.log"
+    BENCH_STATE="memcached 127.0.0.1:$PORT_M ${BENCH_MC_ARGS:-}" \
+        start_nginx "$1" "thread_pool default threads=$2;"
 }
 
 worker_pid() {  # the nginx worker's pid (the master itself with master_process off)

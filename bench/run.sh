@@ -182,9 +182,7 @@ fi
 if [ "$HAVE_MODULE" = 1 ] && want E; then
     log ""
     log "=== E: meta_webhook, built-in 200, memcached state ==="
-    start_memcached "$PORT_M" "$OUT/memcached.log"
-    if ! BENCH_STATE="memcached 127.0.0.1:$PORT_M ${BENCH_MC_ARGS:-}" start_nginx "$SECRET" \
-            "thread_pool default threads=${BENCH_THREADS:-16};"; then
+    if ! start_e "$SECRET" "${BENCH_THREADS:-16}"; then
         NOT_RUN="$NOT_RUN E"
     else
         log "probe: signed delivery -> $(post_line "http://127.0.0.1:$PORT_B/webhook" "$OUT/probe.txt" 4)" \
@@ -200,6 +198,10 @@ if [ "$HAVE_MODULE" = 1 ] && want E; then
         log "warm-up ${WARMUP}s on ids 1..$WARM_LAST"
         run_wrk Ewarm "http://127.0.0.1:$PORT_B/webhook" 1 "$WARM_LAST" stop "$WARMUP" "$NGX_PID" >/dev/null
         wait_quiet "$QUIET"
+        # A again, just before and just after E, on E's nginx: the host's
+        # speed drifts over the minutes since A ran (bench/README.md), and
+        # E/A is the target
+        run_wrk A-before-E "http://127.0.0.1:$PORT_A/webhook" 1 100000 cycle "$A_AROUND" "$NGX_PID" >/dev/null
         cmd0=$(mc_cmds)
         # the worker's sends to memcached (send: sendto) and its waits for
         # memcached's answers (libmemcached polls; the event loop uses
@@ -216,10 +218,6 @@ if [ "$HAVE_MODULE" = 1 ] && want E; then
                 -p "$(worker_pid)" >/dev/null 2>&1 &
             PERF_STAT=$!
         fi
-        # A again, just before and just after E, on E's nginx: the host's
-        # speed drifts over the minutes since A ran (bench/README.md), and
-        # E/A is the target
-        run_wrk A-before-E "http://127.0.0.1:$PORT_A/webhook" 1 100000 cycle "$A_AROUND" "$NGX_PID" >/dev/null
         run_wrk E "http://127.0.0.1:$PORT_B/webhook" $((WARM_LAST + 1)) "$NREQ" stop "$DURATION" "$NGX_PID"
         sleep 1     # the last commits, posted from the log phase
         if [ -n "$PERF_STAT" ]; then

@@ -2574,7 +2574,7 @@ ngx_mw_mc_pipeline(memcached_st *m, ngx_mw_mc_round_t *rd, ngx_log_t *log)
     size_t                mlen;
     uint32_t              failed;
     ngx_int_t             l;
-    ngx_uint_t            i, j, n, k, lapsed, recommit;
+    ngx_uint_t            i, j, n, k, lapsed, recommit, gathered;
     ngx_mw_claim_t       *c;
     ngx_mw_ingest_t      *op;
     ngx_mw_mc_keys_t      ks;
@@ -2733,10 +2733,12 @@ ngx_mw_mc_pipeline(memcached_st *m, ngx_mw_mc_round_t *rd, ngx_log_t *log)
     ch.links = ch.nlinks ? ngx_alloc(ch.nlinks * sizeof(ngx_mw_mc_link_t),
                                      log)
                          : NULL;
-    n = ch.nlinks;
+
+    /* memory to gather the contacts; without it, each on its own below */
+    gathered = (ch.w != NULL && (ch.links != NULL || ch.nlinks == 0));
     ch.nlinks = 0;
 
-    if (ch.w && (ch.links || n == 0)) {
+    if (gathered) {
         ngx_mw_mc_write_contacts(m, rd, &ch, log);
     }
 
@@ -2770,9 +2772,7 @@ ngx_mw_mc_pipeline(memcached_st *m, ngx_mw_mc_round_t *rd, ngx_log_t *log)
 
     /* what could not be pipelined: one by one */
 
-    if (!(ch.w && (ch.links || n == 0))) {
-        /* no memory to gather the contacts: each on its own */
-
+    if (!gathered) {
         for (chk = rd->checks; chk; chk = chk->next) {
             for (j = 0; j < chk->nmsgs; j++) {
                 if (ngx_mw_mc_redo(m, chk->key, &chk->msgs[j], log)
@@ -2784,7 +2784,7 @@ ngx_mw_mc_pipeline(memcached_st *m, ngx_mw_mc_round_t *rd, ngx_log_t *log)
         }
     }
 
-    for (k = 0; ch.w && (ch.links || n == 0) && k < ks.n; k++) {
+    for (k = 0; gathered && k < ks.n; k++) {
         for (l = ch.w[k].redo ? ch.w[k].first : -1;
              l != -1;
              l = ch.links[l].next)
@@ -2807,7 +2807,7 @@ ngx_mw_mc_pipeline(memcached_st *m, ngx_mw_mc_round_t *rd, ngx_log_t *log)
         for (j = 0; j < op->ncontacts; j++) {
             co = &op->contacts[j];
 
-            if (!co->close && ch.w && (ch.links || n == 0)) {
+            if (!co->close && gathered) {
                 continue;
             }
 
