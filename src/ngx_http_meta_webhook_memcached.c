@@ -3439,7 +3439,11 @@ ngx_http_meta_webhook_memcached(ngx_conf_t *cf,
     mc->poll_timeout = 300;
     mc->dead_timeout = 10;
     ngx_str_set(&mc->thread_pool_name, "default");
-    mc->log = cf->log;
+    /*
+     * the new cycle's log: cf->log is the old cycle's while a reload
+     * parses, and goes with it
+     */
+    mc->log = &cf->cycle->new_log;
 
     ngx_str_set(&name, "meta_webhook");
     size = 1024 * 1024;
