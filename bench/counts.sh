@@ -8,7 +8,9 @@
 # and wrk on the other, thread_pool default threads=THREADS, 16 by
 # default), a 1 s warm-up, then COUNTS_SECONDS (3) of load while perf's
 # syscall tracepoints count every call of the worker and its threads.
-# Prints, per delivery, each call that happened and the context switches.
+# Prints, per delivery, each call that happened and the context switches,
+# and the TCP segments with data that the worker's connections sent to
+# memcached (ss's data_segs_out, before and after).
 # Counts do not drift with the host's speed as times do (bench/README.md,
 # "Comparing builds"): two builds whose counts differ differ for sure, and
 # bench/compare.sh then tells whether the difference shows in time.
@@ -52,8 +54,18 @@ run_wrk warm "http://127.0.0.1:$PORT_B/webhook" 1 30000 stop 1 "$NGX_PID" \
     >/dev/null
 
 EVENTS=$(perf list 2>/dev/null | awk '
-    /syscalls:sys_enter_(sendto|sendmsg|recvfrom|recvmsg|read|readv|write|writev|poll|ppoll|epoll_wait|futex|accept4|close|setsockopt|ioctl|sched_yield) / {
+    /syscalls:sys_enter_(sendto|sendmsg|recvfrom|recvmsg|read|readv|write|writev|poll|ppoll|epoll_wait|futex|accept4|close|setsockopt|getsockopt|ioctl|sched_yield|getsockname|getpeername|prlimit64) / {
         print $1 }' | paste -sd, -)
+# the data segments of the connections to memcached (theirs and only
+# theirs: the worker is the only client of this memcached)
+mc_segs() {
+    ss -tinH state established "( dport = :$PORT_M )" 2>/dev/null \
+        | awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^data_segs_out:/) {
+                     sub(/^data_segs_out:/, "", $i); t += $i } }
+               END { print t + 0 }'
+}
+
+SEGS0=$(mc_segs)
 perf stat -x, -o "$WORK/perf.txt" \
     -e "$EVENTS,raw_syscalls:sys_enter,context-switches" \
     -p "$(worker_pid)" >/dev/null 2>&1 &
@@ -63,6 +75,7 @@ run_wrk E "http://127.0.0.1:$PORT_B/webhook" 30001 "$NREQ" stop \
 sleep 1                             # the last commits
 kill -INT "$PERF" 2>/dev/null
 wait "$PERF" 2>/dev/null
+SEGS1=$(mc_segs)
 
 n=$(result_field E requests)
 echo "$SO, threads=${2:-16}: $n deliveries," \
@@ -72,3 +85,7 @@ awk -F, -v n="${n:-0}" '
         name = $3; sub(/^syscalls:sys_enter_/, "", name)
         sub(/^raw_syscalls:sys_enter$/, "system calls, all", name)
         printf "  %-22s %7.3f per delivery\n", name, $1 / n }' "$WORK/perf.txt"
+awk -v n="${n:-0}" -v a="$SEGS0" -v b="$SEGS1" 'BEGIN {
+    if (n > 0 && b > a)
+        printf "  %-22s %7.3f per delivery\n", "TCP segments to mc",
+               (b - a) / n }'

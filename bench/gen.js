@@ -70,6 +70,16 @@ const TEXTS = [
 const now = Math.floor(Date.now() / 1000);
 let seq = 0;
 
+// BENCH_TIMESTAMPS=rising: each message newer than the one before (every
+// contact's window moves: one contact write per message, as in
+// production); otherwise they cycle over the last hour.
+const RISING = process.env.BENCH_TIMESTAMPS === 'rising';
+
+function timestamp(n) {
+    return String(RISING ? now - 7200 + Math.floor(n / 50)
+                         : now - 3600 + (n % 3600));
+}
+
 function wamid(waId) {
     // Meta's ids are base64 of an opaque binary; only uniqueness matters.
     const raw = Buffer.concat([
@@ -92,7 +102,7 @@ function messageValue(n) {
         messages: [{
             from: waId,
             id: wamid(waId),
-            timestamp: String(now - 3600 + (n % 3600)),
+            timestamp: timestamp(n),
             text: { body: TEXTS[n % TEXTS.length] },
             type: 'text',
         }],
@@ -108,7 +118,7 @@ function statusValue(n) {
         statuses: [{
             id: wamid(waId),
             status: st,
-            timestamp: String(now - 3600 + (n % 3600)),
+            timestamp: timestamp(n),
             recipient_id: waId,
             conversation: {
                 id: crypto.createHash('md5').update(tag + n).digest('hex'),

@@ -39,6 +39,7 @@
 #define NGX_MW_MC_GROUP_LEN   16
 #define NGX_MW_MC_ROUNDS      2       /* in the pool at once, per worker */
 #define NGX_MW_MC_ROUND_WAIT  20      /* ms a round waits for them at most */
+#define NGX_MW_MC_SETTLE_WAIT 5       /* ms settles wait for a delivery */
 #define NGX_MW_MC_CHECK_TRIES 2       /* pipelined, then the gets/cas loop */
 
 
@@ -277,6 +278,21 @@ static __thread ngx_log_t     *ngx_mw_mc_handle_log;
 
 static ngx_int_t ngx_mw_mc_routes(ngx_mw_mc_t *mc, memcached_st *live,
     ngx_uint_t n, ngx_log_t *log);
+
+/* see "Corking" */
+#if (NGX_LINUX && defined SO_COOKIE)
+#define NGX_MW_MC_CORK  1
+static void ngx_mw_mc_corks_attach(memcached_st *m, ngx_log_t *log);
+static void ngx_mw_mc_corks_free(memcached_st *m);
+static void ngx_mw_mc_cork(memcached_st *m);
+static void ngx_mw_mc_uncork(memcached_st *m);
+#else
+#define NGX_MW_MC_CORK  0
+#define ngx_mw_mc_corks_attach(m, log)
+#define ngx_mw_mc_corks_free(m)
+#define ngx_mw_mc_cork(m)
+#define ngx_mw_mc_uncork(m)
+#endif
 static ngx_int_t ngx_mw_mc_read_ahead(memcached_st *m, ngx_mw_mc_value_t *v,
     ngx_uint_t n, ngx_log_t *log);
 static memcached_return_t ngx_mw_mc_gets_once(memcached_st *m,
@@ -453,6 +469,7 @@ ngx_mw_mc_get_handle(ngx_mw_mc_t *mc, ngx_log_t *log)
     }
 
     if (ngx_mw_mc_handle) {
+        ngx_mw_mc_corks_free(ngx_mw_mc_handle);
         memcached_free(ngx_mw_mc_handle);
         ngx_mw_mc_handle = NULL;
         ngx_mw_mc_handle_owner = NULL;
@@ -518,6 +535,8 @@ ngx_mw_mc_get_handle(ngx_mw_mc_t *mc, ngx_log_t *log)
         memcached_free(m);
         return NULL;
     }
+
+    ngx_mw_mc_corks_attach(m, log);
 
     ngx_mw_mc_handle = m;
     ngx_mw_mc_handle_owner = mc;
@@ -1205,6 +1224,243 @@ failed:
 
 
 /*
+ * Corking.  libmemcached buffers only sets and deletes: each add and each
+ * cas is a send of its own, a TCP segment, a system call that on a
+ * loopback or a busy host also pays for the segment's arrival and for
+ * waking memcached.  A round writes its claims, then its get, then its
+ * contacts, and waits for nothing in between: so while it writes them its
+ * connections are corked (TCP_CORK), and the uncork sends what they hold
+ * at once, the claims with the get in one segment, the contacts in
+ * another.  Measured: about a tenth less CPU per delivery, a sixth when
+ * every message moves its contact's window (docs/operations.md,
+ * "Throughput").
+ *
+ * libmemcached keeps its sockets to itself, but tells each connection's
+ * local port (memcached_server_srcport()).  The descriptor with that
+ * local port and the server's address and port as its peer's is looked
+ * for among the process's once per connection, and known from then on by
+ * its socket's cookie (SO_COOKIE, unique while the system runs): a
+ * connection made again (after a failure, or with a new ring) is another
+ * socket, and the old one's descriptor number, closed, may meanwhile
+ * name another of the process's sockets, which must never be corked.  A
+ * connection whose socket is not found is not corked.  A server written
+ * as a name, not an address, is told by the ports alone: should another
+ * thread's connection to another server have the same two ports, it
+ * would be corked for the moment of this round's writes, and sent with
+ * their uncork, nothing worse.  Nothing is ever read while a connection
+ * is corked: the uncork comes right after the get is written, and before
+ * whatever else the round does (and Linux sends a corked segment after
+ * 200 ms whatever happens).
+ */
+
+#if (NGX_MW_MC_CORK)
+
+typedef struct {
+    ngx_socket_t                fd;
+    uint64_t                    cookie;       /* 0: none known */
+    in_port_t                   port;         /* the last looked for */
+} ngx_mw_mc_sock_t;
+
+/* a handle's, its user data */
+typedef struct {
+    ngx_uint_t                  ncorked;
+    ngx_socket_t                corked[NGX_MW_RING_MAX];
+    ngx_mw_mc_sock_t            socks[NGX_MW_RING_MAX];
+} ngx_mw_mc_corks_t;
+
+
+static void
+ngx_mw_mc_corks_attach(memcached_st *m, ngx_log_t *log)
+{
+    /* without the memory, the handle's connections are not corked */
+    (void) memcached_set_user_data(m,
+                               ngx_calloc(sizeof(ngx_mw_mc_corks_t), log));
+}
+
+
+static void
+ngx_mw_mc_corks_free(memcached_st *m)
+{
+    void  *corks;
+
+    corks = memcached_get_user_data(m);
+
+    if (corks) {
+        ngx_free(corks);
+    }
+}
+
+
+static uint64_t
+ngx_mw_mc_cookie(ngx_socket_t fd)
+{
+    uint64_t   cookie;
+    socklen_t  len;
+
+    len = sizeof(uint64_t);
+
+    if (getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &len) == -1
+        || len != sizeof(uint64_t))
+    {
+        return 0;
+    }
+
+    return cookie;
+}
+
+
+/* whether fd is the connection of server with local port port */
+
+static ngx_uint_t
+ngx_mw_mc_is_socket(ngx_socket_t fd, in_port_t port,
+    const memcached_instance_st *server)
+{
+    u_char           addr[16];
+    socklen_t        len;
+    const char      *name;
+    struct sockaddr  *sa;
+    ngx_sockaddr_t    sock;
+
+    sa = &sock.sockaddr;
+    len = sizeof(ngx_sockaddr_t);
+
+    if (getsockname(fd, sa, &len) == -1
+        || (sa->sa_family != AF_INET && sa->sa_family != AF_INET6)
+        || ngx_inet_get_port(sa) != port)
+    {
+        return 0;
+    }
+
+    len = sizeof(ngx_sockaddr_t);
+
+    if (getpeername(fd, sa, &len) == -1
+        || ngx_inet_get_port(sa) != memcached_server_port(server))
+    {
+        return 0;
+    }
+
+    /* a server named by its address: that address too */
+
+    name = memcached_server_name(server);
+
+    if (sa->sa_family == AF_INET && inet_pton(AF_INET, name, addr) == 1) {
+        return ngx_memcmp(&sock.sockaddr_in.sin_addr, addr, 4) == 0;
+    }
+
+#if (NGX_HAVE_INET6)
+    if (sa->sa_family == AF_INET6 && inet_pton(AF_INET6, name, addr) == 1) {
+        return ngx_memcmp(&sock.sockaddr_in6.sin6_addr, addr, 16) == 0;
+    }
+#endif
+
+    return 1;
+}
+
+
+/* the socket of the server at position i of m, or -1 */
+
+static ngx_socket_t
+ngx_mw_mc_socket(memcached_st *m, ngx_mw_mc_sock_t *sk, uint32_t i)
+{
+    in_port_t                     port;
+    ngx_socket_t                  fd;
+    struct rlimit                 rl;
+    const memcached_instance_st  *server;
+
+    if (sk->cookie) {
+        if (ngx_mw_mc_cookie(sk->fd) == sk->cookie) {
+            /* the same socket as last time: still this connection's */
+            return sk->fd;
+        }
+
+        /* closed: the connection was made again */
+        sk->cookie = 0;
+        sk->port = 0;
+    }
+
+    server = memcached_server_instance_by_position(m, i);
+    if (server == NULL) {
+        return -1;
+    }
+
+    /* 0: not connected yet; -1 (as in_port_t): no socket */
+    port = memcached_server_srcport(server);
+
+    if (port == 0 || port == (in_port_t) -1 || port == sk->port) {
+        /* not connected, or looked for in vain already */
+        return -1;
+    }
+
+    sk->port = port;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) == -1) {
+        return -1;
+    }
+
+    for (fd = 0; (rlim_t) fd < rl.rlim_cur; fd++) {
+        if (ngx_mw_mc_is_socket(fd, port, server)) {
+            sk->fd = fd;
+            sk->cookie = ngx_mw_mc_cookie(fd);
+            break;
+        }
+    }
+
+    return sk->cookie ? sk->fd : -1;
+}
+
+
+static void
+ngx_mw_mc_cork(memcached_st *m)
+{
+    uint32_t            i, n;
+    ngx_socket_t        fd;
+    ngx_mw_mc_corks_t  *ck;
+
+    ck = memcached_get_user_data(m);
+
+    if (ck == NULL) {
+        return;
+    }
+
+    n = memcached_server_count(m);
+
+    for (i = 0; i < n && i < NGX_MW_RING_MAX; i++) {
+        fd = ngx_mw_mc_socket(m, &ck->socks[i], i);
+
+        if (fd != -1 && ck->ncorked < NGX_MW_RING_MAX
+            && ngx_tcp_nopush(fd) == 0)
+        {
+            ck->corked[ck->ncorked++] = fd;
+        }
+    }
+}
+
+
+/* what the corked connections hold leaves now */
+
+static void
+ngx_mw_mc_uncork(memcached_st *m)
+{
+    ngx_uint_t          i;
+    ngx_mw_mc_corks_t  *ck;
+
+    ck = memcached_get_user_data(m);
+
+    if (ck == NULL) {
+        return;
+    }
+
+    for (i = 0; i < ck->ncorked; i++) {
+        (void) ngx_tcp_push(ck->corked[i]);
+    }
+
+    ck->ncorked = 0;
+}
+
+#endif
+
+
+/*
  * A set of keys read in one multi-key get (one request per server, sent
  * to all before any answer is read): sorted, each key once, and each
  * answer, in the servers' order, matched back by a binary search.
@@ -1327,6 +1583,10 @@ ngx_mw_mc_keys_read(memcached_st *m, ngx_mw_mc_keys_t *ks, ngx_log_t *log)
     rv = NGX_ERROR;
 
     rc = memcached_mget(m, (const char * const *) keys, lens, ks->n);
+
+    /* what was corked leaves with the get, before anything is read */
+    ngx_mw_mc_uncork(m);
+
     if (rc != MEMCACHED_SUCCESS) {
         goto done;
     }
@@ -1527,6 +1787,9 @@ ngx_mw_mc_free_checks(ngx_mw_mc_check_t *chk)
  * still, but a server that does not answer then holds up more of them:
  * docs/operations.md, "Throughput".)  One that waits on a server that
  * does not answer holds the next up for NGX_MW_MC_ROUND_WAIT at most.  A
+ * round of settles only (the commits and releases of answered deliveries)
+ * waits up to NGX_MW_MC_SETTLE_WAIT for a delivery to go with: under load
+ * one comes at once, and the commits cost no round of their own.  A
  * worker that stops sends what it gathers at once, and the guard timer
  * keeps it running until its rounds are done.
  */
@@ -1689,6 +1952,22 @@ ngx_mw_mc_round_post(ngx_event_t *ev)
         return;
     }
 
+    if (rd->nops == 0 && !ev->timedout
+        && !ngx_exiting && !ngx_quit && !ngx_terminate)
+    {
+        /*
+         * Only settles (and read-backs): nothing waits for them, so they
+         * wait a moment for a delivery to go with (which posts the round
+         * again), instead of a round of their own.
+         */
+
+        if (!ev->timer_set) {
+            ngx_add_timer(ev, NGX_MW_MC_SETTLE_WAIT);
+        }
+
+        return;
+    }
+
     ev->timedout = 0;
 
     if (ev->timer_set) {
@@ -1779,6 +2058,7 @@ ngx_mw_mc_round_thread(void *data, ngx_log_t *log)
 {
     ngx_mw_mc_round_t *rd = data;
 
+    ngx_int_t            rc;
     ngx_uint_t           i, lapsed;
     memcached_st        *m;
     ngx_mw_mc_check_t   *chk;
@@ -1794,8 +2074,15 @@ ngx_mw_mc_round_thread(void *data, ngx_log_t *log)
         return;
     }
 
-    if (!rd->mc->binary && ngx_mw_mc_pipeline(m, rd, log) == NGX_OK) {
-        return;
+    if (!rd->mc->binary) {
+        rc = ngx_mw_mc_pipeline(m, rd, log);
+
+        /* a pipeline that gave up may have left its claims corked */
+        ngx_mw_mc_uncork(m);
+
+        if (rc == NGX_OK) {
+            return;
+        }
     }
 
     /*
@@ -1885,6 +2172,9 @@ ngx_http_meta_webhook_mc_ingest(void *state, ngx_mw_ingest_t *op)
     }
 
     rd->ops[rd->nops++] = op;
+
+    /* a round of settles may be waiting for a delivery: it goes now */
+    ngx_post_event(&mc->round_post, &ngx_posted_events);
 
     return NGX_AGAIN;
 }
@@ -2041,7 +2331,10 @@ ngx_mw_mc_pre_read(memcached_st *m, ngx_mw_mc_round_t *rd, ngx_log_t *log)
 }
 
 
-/* every claim still to make, added without waiting for the answers */
+/*
+ * every claim still to make, added without waiting for the answers, on
+ * corked connections: they leave with the get that reads them back
+ */
 
 static ngx_int_t
 ngx_mw_mc_add_claims(memcached_st *m, ngx_mw_mc_round_t *rd)
@@ -2049,11 +2342,12 @@ ngx_mw_mc_add_claims(memcached_st *m, ngx_mw_mc_round_t *rd)
     char                key[MW_KEY_TEXT_LEN + 1], mine[32];
     size_t              mlen;
     ngx_int_t           rv;
-    ngx_uint_t          i, j;
+    ngx_uint_t          i, j, corked;
     ngx_mw_ingest_t    *op;
     memcached_return_t  rc;
 
     rv = NGX_OK;
+    corked = 0;
 
     (void) memcached_behavior_set(m, MEMCACHED_BEHAVIOR_NOREPLY, 1);
 
@@ -2064,6 +2358,11 @@ ngx_mw_mc_add_claims(memcached_st *m, ngx_mw_mc_round_t *rd)
         for (j = 0; j < op->nclaims; j++) {
             if (op->claims[j].result != NGX_MW_CLAIM_BUSY) {
                 continue;
+            }
+
+            if (!corked) {
+                ngx_mw_mc_cork(m);
+                corked = 1;
             }
 
             mw_key_text(key, MW_KEY_DEDUPE, op->claims[j].key);
@@ -2097,6 +2396,7 @@ typedef struct {
     ngx_uint_t                  nmsgs;
     ngx_uint_t                  tries;
     unsigned                    touched:1;
+    unsigned                    changed:1;    /* to be written */
     unsigned                    written:1;
     unsigned                    redo:1;
     char                        text[MW_CONTACT_TEXT_MAX + 1];
@@ -2213,7 +2513,7 @@ ngx_mw_mc_write_contacts(memcached_st *m, ngx_mw_mc_round_t *rd,
     size_t               size;
     int64_t              ttl;
     ngx_int_t            l;
-    ngx_uint_t           i, j, k;
+    ngx_uint_t           i, j, k, n;
     ngx_mw_ingest_t     *op;
     ngx_mw_mc_msg_t      msg;
     ngx_mw_mc_check_t   *chk, **last;
@@ -2277,6 +2577,8 @@ ngx_mw_mc_write_contacts(memcached_st *m, ngx_mw_mc_round_t *rd,
 
     last = &rd->written;
 
+    n = 0;
+
     for (k = 0; k < ch->ks->n; k++) {
         cw = &ch->w[k];
         v = &ch->ks->v[k];
@@ -2304,6 +2606,23 @@ ngx_mw_mc_write_contacts(memcached_st *m, ngx_mw_mc_round_t *rd,
             && ngx_memcmp(cw->text, v->value, v->len) == 0
             && cw->rec.optin == MW_OPTIN_NONE)
         {
+            continue;
+        }
+
+        cw->changed = 1;
+        n++;
+    }
+
+    if (n > 1) {
+        /* uncorked by the round's flush */
+        ngx_mw_mc_cork(m);
+    }
+
+    for (k = 0; n && k < ch->ks->n; k++) {
+        cw = &ch->w[k];
+        v = &ch->ks->v[k];
+
+        if (!cw->changed) {
             continue;
         }
 
@@ -2550,18 +2869,20 @@ ngx_mw_mc_commit_all(memcached_st *m, ngx_mw_mc_round_t *rd)
  *      of "C", buffered (ngx_mw_mc_commit_all);
  *   2. the claims, each an add sent without waiting for its answer
  *      ("noreply"), after a read of the batches' claims (a retried batch
- *      needs no add); the first command sent takes the commits along;
+ *      needs no add), on corked connections (see "Corking"): the commits
+ *      and the claims leave with the get;
  *   3. one multi-key get of the claims, the contacts, the keys committed
  *      and the contacts the previous round wrote: a claim that holds its
  *      delivery's token is new (memcached answers a connection's commands
  *      in order, so the add came first), "C" a duplicate, anything else
  *      in flight elsewhere (busy: the delivery looks again shortly); a
  *      key committed that does not hold "C" is committed again;
- *   4. the contacts, each a cas with the value just read, noreply
- *      (ngx_mw_mc_write_contacts).
+ *   4. the contacts, each a cas with the value just read, noreply, corked
+ *      again when there are several (ngx_mw_mc_write_contacts).
  *
- * The deliveries are answered then: one round trip however many, and one
- * send per new claim and per changed contact.  The contacts written are
+ * The deliveries are answered then: one round trip however many, and a
+ * TCP segment for the claims and the get, another for the contacts, per
+ * server.  The contacts written are
  * read back by the next round, which the checks start if nothing else
  * does.  NGX_DECLINED: step 2 or 3 failed, and the round is done one by
  * one (what it added is found to be its own).
@@ -2751,6 +3072,8 @@ ngx_mw_mc_pipeline(memcached_st *m, ngx_mw_mc_round_t *rd, ngx_log_t *log)
     if (memcached_flush_buffers(m) != MEMCACHED_SUCCESS) {
         recommit = 1;
     }
+
+    ngx_mw_mc_uncork(m);
 
     (void) memcached_behavior_set(m, MEMCACHED_BEHAVIOR_NOREPLY, 0);
 

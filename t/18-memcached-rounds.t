@@ -18,7 +18,9 @@
 #     update off once;
 #   - concurrent copies of one update on one node: one handed off, the
 #     rest duplicates or busy;
-#   - a hand-off that outlasts the claim's lease: the lapsed warning.
+#   - a hand-off that outlasts the claim's lease: the lapsed warning;
+#   - a round's claims leave with its get in one TCP segment, its
+#     contacts in another (corked).
 
 use strict;
 use warnings;
@@ -185,6 +187,43 @@ sub lost_cas {
         'the third try is the gets/cas loop, its answer awaited';
     is "$r->{optin} $r->{optin_ts}", '1 ' . ($T - 100),
         'the other writer\'s opt-in kept';
+}
+
+# --- a round's commands leave corked: the claims with the get, the
+#     contacts together (the proxy counts the TCP segments of each read)
+
+{
+    quiet();
+    my @ms = map { msg_text(from => new_contact(), ts => $T) } 1 .. 4;
+    my %name;
+    for my $i (0 .. $#ms) {
+        $name{"D$i"} = MWTest::Memcached::message_key($ms[$i]->get('id'));
+        $name{"K$i"} = MWTest::Memcached::contact_key(PNID,
+                           $ms[$i]->get('from'));
+    }
+    my $mark = () = $px->reads;
+    is result($ng->deliver(delivery(messages => \@ms))), '200 new',
+        'a batch of four messages of four new contacts: 200 new';
+    my @reads = ($px->reads)[$mark .. scalar($px->reads) - 1];
+    for my $r (@reads) {
+        for my $line (@{ $r->[1] }) {
+            $line =~ s/\Q$name{$_}\E/$_/g for keys %name;
+        }
+    }
+    note 'reads: ', join ' / ', map { "$_->[0]: @{ $_->[1] }" } @reads;
+    my @claims = grep { grep { /^add D\d / } @{ $_->[1] } } @reads;
+    my @lines = map { @{ $_->[1] } } @claims;
+    is scalar(@claims), 1, 'its four claims came in one read';
+    is scalar(grep { /^add D\d 0 \d+ 17 noreply$/ } @lines), 4,
+        'all four adds';
+    like $lines[-1] // '', qr/^gets? (?:\S+ )*D0(?: \S+)*$/,
+        'the get that reads them back last, in the same read';
+    is $claims[0][0], 1, 'carried by one TCP segment: the round was corked';
+    my @contacts = grep { grep { /^add K\d / } @{ $_->[1] } } @reads;
+    is scalar(@contacts), 1, 'its four new contacts came in one read';
+    is scalar(grep { /^add K\d / } map { @{ $_->[1] } } @contacts), 4,
+        'four adds of contacts';
+    is $contacts[0][0] // 0, 1, 'one TCP segment';
 }
 
 # --- the round's read fails: one by one, the claim found to be ours

@@ -9,6 +9,9 @@ package MWTest::McProxy;
 #   my $px = MWTest::McProxy->start($mc->port(0));
 #   $px->port;                   # the port to give the module
 #   $px->commands;               # the command lines seen so far
+#   $px->reads;                  # each read of a client connection: [the
+#                                # TCP data segments that carried it, the
+#                                # command lines it completed]
 #   $px->before_cas($key, $v, $n);  # the next $n (1) "cas $key ..." are
 #                                # each preceded by a set of $key to $v,
 #                                # made by the proxy on a connection of
@@ -26,6 +29,7 @@ use warnings;
 use IO::Select;
 use IO::Socket::INET;
 use POSIX ();
+use Socket qw(IPPROTO_TCP TCP_INFO);
 
 use MWTest ();
 use MWTest::Memcached ();
@@ -69,6 +73,12 @@ sub before_cas {
     MWTest::spew("$self->{dir}/arm-cas", ($n // 1) . "\n$key\n$value");
 }
 
+sub reads {
+    my ($self) = @_;
+    my $t = MWTest::slurp("$self->{dir}/reads.log") // '';
+    return map { my ($n, @c) = split /\t/; [$n, \@c] } split /\n/, $t;
+}
+
 sub cut_next_get { MWTest::spew("$_[0]{dir}/arm-cut", "1") }
 
 sub armed { -e "$_[0]{dir}/arm-cas" || -e "$_[0]{dir}/arm-cut" }
@@ -87,15 +97,16 @@ sub _serve {
     my ($self, $listen) = @_;
     my $dir = $self->{dir};
     open my $log, '>>', "$dir/commands.log" or POSIX::_exit(1);
-    $log->autoflush(1);
+    open my $rlog, '>>', "$dir/reads.log" or POSIX::_exit(1);
+    $_->autoflush(1) for $log, $rlog;
     my $sel = IO::Select->new($listen);
-    my (%peer, %client, %buf);
+    my (%peer, %client, %buf, %segs);
 
     my $drop = sub {
         my @pair = grep { defined } ($_[0], $peer{$_[0]});
         for my $fh (@pair) {
             $sel->remove($fh);
-            delete @{$_}{$fh} for \%peer, \%client, \%buf;
+            delete @{$_}{$fh} for \%peer, \%client, \%buf, \%segs;
         }
         close $_ for @pair;
     };
@@ -112,6 +123,7 @@ sub _serve {
                 @peer{$c, $u} = ($u, $c);
                 $client{$c} = 1;
                 $buf{$c} = '';
+                $segs{$c} = 0;
                 $sel->add($c, $u);
                 next;
             }
@@ -119,9 +131,14 @@ sub _serve {
             if (!$n) { $drop->($fh); next }
             if (!$client{$fh}) { _write($peer{$fh}, $data); next }
             $buf{$fh} .= $data;
+            my $segs = _data_segs_in($fh);
+            my $carried = $segs - $segs{$fh};
+            $segs{$fh} = $segs;
+            my @lines;
             while (defined(my $cmd = _next_command(\$buf{$fh}))) {
                 my ($line) = $cmd =~ /^([^\r]*)/;
                 print $log "$line\n";
+                push @lines, $line;
                 if ($line =~ /^gets? / && unlink "$dir/arm-cut") {
                     $drop->($fh);
                     last;
@@ -143,8 +160,19 @@ sub _serve {
                 }
                 _write($peer{$fh}, $cmd);
             }
+            print $rlog join("\t", $carried, @lines), "\n";
         }
     }
+}
+
+# the data segments a connection has received (Linux's tcp_info)
+sub _data_segs_in {
+    my ($fh) = @_;
+    my $info = getsockopt($fh, IPPROTO_TCP, TCP_INFO);
+    return 0 unless defined $info && length $info >= 156;
+    # after 8 bytes, 24 32-bit and 4 64-bit fields, segs_out, segs_in,
+    # notsent_bytes and min_rtt: tcpi_data_segs_in
+    return unpack 'L', substr $info, 152, 4;
 }
 
 # the next whole command in $$buf, taken out of it; undef until complete
