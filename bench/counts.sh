@@ -56,15 +56,6 @@ run_wrk warm "http://127.0.0.1:$PORT_B/webhook" 1 30000 stop 1 "$NGX_PID" \
 EVENTS=$(perf list 2>/dev/null | awk '
     /syscalls:sys_enter_(sendto|sendmsg|recvfrom|recvmsg|read|readv|write|writev|poll|ppoll|epoll_wait|futex|accept4|close|setsockopt|getsockopt|ioctl|sched_yield|getsockname|getpeername|prlimit64) / {
         print $1 }' | paste -sd, -)
-# the data segments of the connections to memcached (theirs and only
-# theirs: the worker is the only client of this memcached)
-mc_segs() {
-    ss -tinH state established "( dport = :$PORT_M )" 2>/dev/null \
-        | awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^data_segs_out:/) {
-                     sub(/^data_segs_out:/, "", $i); t += $i } }
-               END { print t + 0 }'
-}
-
 SEGS0=$(mc_segs)
 perf stat -x, -o "$WORK/perf.txt" \
     -e "$EVENTS,raw_syscalls:sys_enter,context-switches" \

@@ -270,6 +270,15 @@ start_e() {
         start_nginx "$1" "thread_pool default threads=$2;"
 }
 
+# the TCP segments with data sent so far on the open connections to the
+# memcached of E (PORT_M), by ss; E's worker is its only client
+mc_segs() {
+    ss -tinH state established "( dport = :$PORT_M )" 2>/dev/null \
+        | awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^data_segs_out:/) {
+                     sub(/^data_segs_out:/, "", $i); t += $i } }
+               END { print t + 0 }'
+}
+
 worker_pid() {  # the nginx worker's pid (the master itself with master_process off)
     w=$(ps -o pid= --ppid "$NGX_PID" 2>/dev/null | head -1 | tr -d ' ')
     echo "${w:-$NGX_PID}"

@@ -203,6 +203,7 @@ if [ "$HAVE_MODULE" = 1 ] && want E; then
         # E/A is the target
         run_wrk A-before-E "http://127.0.0.1:$PORT_A/webhook" 1 100000 cycle "$A_AROUND" "$NGX_PID" >/dev/null
         cmd0=$(mc_cmds)
+        seg0=$(mc_segs)
         # the worker's sends to memcached (send: sendto) and its waits for
         # memcached's answers (libmemcached polls; the event loop uses
         # epoll), counted by perf's syscall tracepoints when it has them;
@@ -224,6 +225,7 @@ if [ "$HAVE_MODULE" = 1 ] && want E; then
             kill -INT "$PERF_STAT" 2>/dev/null; wait "$PERF_STAT" 2>/dev/null
         fi
         cmd1=$(mc_cmds)
+        seg1=$(mc_segs)
         run_wrk A-after-E "http://127.0.0.1:$PORT_A/webhook" 1 100000 cycle "$A_AROUND" "$NGX_PID" >/dev/null
         n=$(result_field E requests)
         E_RT=$(awk -v a="${cmd0:-0}" -v b="${cmd1:-0}" -v n="${n:-0}" 'BEGIN { if (n > 0 && b > a) printf "%.2f", (b - a) / n; else print "n/a" }')
@@ -235,6 +237,10 @@ if [ "$HAVE_MODULE" = 1 ] && want E; then
                 END { if (n > 0) printf "E per delivery: %.2f sends to memcached, %.2f waits for its answers (the worker'"'"'s send and poll calls), %.2f futex calls, %.2f context switches (perf)\n", s / n, p / n, f / n, c / n }' \
                 "$OUT/e-syscalls.txt" >>"$OUT/e-roundtrips.txt"
         fi
+        awk -v a="${seg0:-0}" -v b="${seg1:-0}" -v n="${n:-0}" 'BEGIN {
+            if (n > 0 && b > a)
+                printf "E per delivery: %.2f TCP segments to memcached (ss)\n",
+                       (b - a) / n }' >>"$OUT/e-roundtrips.txt"
         cat "$OUT/e-roundtrips.txt"
         if [ "$WITH_STATUS" = 1 ]; then
             log "status after E: $(curl -s -m 5 "http://127.0.0.1:$PORT_B/status" | head -c 300)"
