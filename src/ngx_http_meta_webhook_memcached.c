@@ -278,6 +278,11 @@ static __thread ngx_log_t     *ngx_mw_mc_handle_log;
 
 static ngx_int_t ngx_mw_mc_routes(ngx_mw_mc_t *mc, memcached_st *live,
     ngx_uint_t n, ngx_log_t *log);
+static ngx_int_t ngx_mw_mc_read_ahead(memcached_st *m, ngx_mw_mc_value_t *v,
+    ngx_uint_t n, ngx_log_t *log);
+static memcached_return_t ngx_mw_mc_gets_once(memcached_st *m,
+    const char *group, const char *key, char *value, size_t *len,
+    uint64_t *cas);
 
 /* see "Corking" */
 #if (NGX_LINUX && defined SO_COOKIE)
@@ -293,11 +298,6 @@ static void ngx_mw_mc_uncork(memcached_st *m);
 #define ngx_mw_mc_cork(m)
 #define ngx_mw_mc_uncork(m)
 #endif
-static ngx_int_t ngx_mw_mc_read_ahead(memcached_st *m, ngx_mw_mc_value_t *v,
-    ngx_uint_t n, ngx_log_t *log);
-static memcached_return_t ngx_mw_mc_gets_once(memcached_st *m,
-    const char *group, const char *key, char *value, size_t *len,
-    uint64_t *cas);
 
 
 /* The servers in the ring now; one whose dead timeout ended is back. */
