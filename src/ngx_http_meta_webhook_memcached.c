@@ -1315,11 +1315,15 @@ static ngx_uint_t
 ngx_mw_mc_is_socket(ngx_socket_t fd, in_port_t port,
     const memcached_instance_st *server)
 {
-    u_char           addr[16];
+    size_t           n;
+    u_char          *name;
     socklen_t        len;
-    const char      *name;
+    in_addr_t        inaddr;
     struct sockaddr  *sa;
     ngx_sockaddr_t    sock;
+#if (NGX_HAVE_INET6)
+    u_char           inaddr6[16];
+#endif
 
     sa = &sock.sockaddr;
     len = sizeof(ngx_sockaddr_t);
@@ -1341,15 +1345,22 @@ ngx_mw_mc_is_socket(ngx_socket_t fd, in_port_t port,
 
     /* a server named by its address: that address too */
 
-    name = memcached_server_name(server);
+    name = (u_char *) memcached_server_name(server);
+    n = ngx_strlen(name);
 
-    if (sa->sa_family == AF_INET && inet_pton(AF_INET, name, addr) == 1) {
-        return ngx_memcmp(&sock.sockaddr_in.sin_addr, addr, 4) == 0;
+    if (sa->sa_family == AF_INET) {
+        inaddr = ngx_inet_addr(name, n);
+
+        if (inaddr != INADDR_NONE) {
+            return sock.sockaddr_in.sin_addr.s_addr == inaddr;
+        }
     }
 
 #if (NGX_HAVE_INET6)
-    if (sa->sa_family == AF_INET6 && inet_pton(AF_INET6, name, addr) == 1) {
-        return ngx_memcmp(&sock.sockaddr_in6.sin6_addr, addr, 16) == 0;
+    if (sa->sa_family == AF_INET6
+        && ngx_inet6_addr(name, n, inaddr6) == NGX_OK)
+    {
+        return ngx_memcmp(&sock.sockaddr_in6.sin6_addr, inaddr6, 16) == 0;
     }
 #endif
 
