@@ -72,11 +72,16 @@ let seq = 0;
 
 // BENCH_TIMESTAMPS=rising: each message newer than the one before (every
 // contact's window moves: one contact write per message, as in
-// production); otherwise they cycle over the last hour.
+// production); otherwise they cycle over the last hour.  A file that
+// follows another one in the same run (bench/run.sh's sweep) starts its
+// rising timestamps where that one ended: BENCH_GEN_FIRST, the messages
+// before it.  One second per 50 messages, from four hours ago: 720,000
+// messages stay in the past.
 const RISING = process.env.BENCH_TIMESTAMPS === 'rising';
+const FIRST = Number(process.env.BENCH_GEN_FIRST || 0);
 
 function timestamp(n) {
-    return String(RISING ? now - 7200 + Math.floor(n / 50)
+    return String(RISING ? now - 14400 + Math.floor((FIRST + n) / 50)
                          : now - 3600 + (n % 3600));
 }
 

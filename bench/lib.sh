@@ -296,7 +296,8 @@ result_field() {   # result_field LABEL FIELD: from the RESULT line of wrk-LABEL
 }
 
 # run_wrk LABEL URL FIRST LAST MODE DURATION SERVER_PID: wrk with the
-# replay script on lines FIRST..LAST of $OUT/single.txt, into
+# replay script on lines FIRST..LAST of $OUT/single.txt (or of
+# $REPLAY_FILE when set), into
 # $OUT/wrk-LABEL.txt, with the server's CPU and the rest of the machine's
 # appended to its RESULT line (CONNS connections)
 run_wrk() {
@@ -304,7 +305,7 @@ run_wrk() {
     t0=$(proc_ticks "$7"); m0=$(machine_cpu); snap_times "$OUT/.times0"; w0=$(now_s)
     on_cpu "$LOAD_CPU" timeout $(($6 + 60)) wrk -t1 -c"$CONNS" -d"$6"s \
         --timeout 5s --latency -s "$BENCH/wrk/replay.lua" "$2" \
-        -- "$OUT/single.txt" "$3" "$4" "$5" "$1" >"$f" 2>&1
+        -- "${REPLAY_FILE:-$OUT/single.txt}" "$3" "$4" "$5" "$1" >"$f" 2>&1
     rc=$?
     t1=$(proc_ticks "$7"); m1=$(machine_cpu); snap_times "$OUT/.times1"; w1=$(now_s)
     c0=$(children_cpu "$OUT/.times0"); c1=$(children_cpu "$OUT/.times1")

@@ -28,6 +28,9 @@
 #                          E, e.g. "protocol=binary"
 #   BENCH_QUIET_WAIT=20    before each target, wait up to this many seconds
 #                          for other work on the machine to stop (0: don't)
+#   BENCH_SWEEP="64 128"   after E, A and E again at these connection
+#                          counts, BENCH_SWEEP_SECONDS (3) each ("": none)
+#   BENCH_SWEEP_REQUESTS=200000  unique deliveries per E of the sweep
 
 set -u
 
@@ -43,6 +46,9 @@ NBATCH=${BENCH_BATCHES:-100}
 UPDATES=${BENCH_UPDATES:-1000}
 WARM_LAST=30000                   # lines 1..WARM_LAST: warm-up ids
 QUIET=${BENCH_QUIET_WAIT:-20}
+SWEEP=${BENCH_SWEEP-64 128}
+SWEEP_SECS=${BENCH_SWEEP_SECONDS:-3}
+SWEEP_NREQ=${BENCH_SWEEP_REQUESTS:-200000}
 TARGETS=" ${BENCH_TARGETS:-A B C D E} "
 want() { case $TARGETS in *" $1 "*) return 0 ;; esac; return 1; }
 
@@ -101,6 +107,12 @@ t0=$(date +%s)
 node "$BENCH/gen.js" single "$SECRET" "$OUT/single.txt" "$NREQ" "s$TAG" \
     || { warn "generator failed"; exit 1; }
 node "$BENCH/gen.js" single "$SECRET" "$OUT/probe.txt" 4 "p$TAG" || exit 1
+if want E && [ -n "$SWEEP" ]; then
+    nsweep=$(echo $SWEEP | wc -w)
+    log "generating $nsweep x $SWEEP_NREQ deliveries for E's connection sweep ($SWEEP)"
+    BENCH_GEN_FIRST=$NREQ node "$BENCH/gen.js" single "$SECRET" "$OUT/sweep-requests.txt" \
+        $((nsweep * SWEEP_NREQ)) "w$TAG" || { warn "generator failed"; exit 1; }
+fi
 log "generating 2 x $NBATCH deliveries of $UPDATES updates"
 node "$BENCH/gen.js" batch "$SECRET" "$OUT/batch-file.txt" "$NBATCH" "$UPDATES" "f$TAG" || exit 1
 node "$BENCH/gen.js" batch "$SECRET" "$OUT/batch-mem.txt" "$NBATCH" "$UPDATES" "m$TAG" || exit 1
@@ -227,6 +239,39 @@ if [ "$HAVE_MODULE" = 1 ] && want E; then
         cmd1=$(mc_cmds)
         seg1=$(mc_segs)
         run_wrk A-after-E "http://127.0.0.1:$PORT_A/webhook" 1 100000 cycle "$A_AROUND" "$NGX_PID" >/dev/null
+        # The sweep.  A round of E holds what the connections sent while
+        # the one before it was out: with 16 of them, about six deliveries,
+        # which share what a round costs whatever its size (the hand-offs
+        # to the pool and back, the wake-ups of memcached and of the
+        # thread, a TCP segment each way), and the worker also idles at
+        # times while both its rounds wait.  With more connections rounds
+        # grow, while nginx's "return 200;" costs the same at any count:
+        # A and E again on this nginx at each count, A first, E on
+        # deliveries of its own.
+        if [ -n "$SWEEP" ]; then
+            log ""
+            log "--- A and E at more connections: $SWEEP (${SWEEP_SECS}s each) ---"
+            wait_quiet "$QUIET"
+            CONNS16=$CONNS
+            sk=0
+            : >"$OUT/sweep.txt"
+            for sc in $SWEEP; do
+                CONNS=$sc
+                run_wrk "A-c$sc" "http://127.0.0.1:$PORT_A/webhook" 1 100000 cycle "$SWEEP_SECS" "$NGX_PID" >/dev/null
+                s0=$(mc_segs)
+                REPLAY_FILE=$OUT/sweep-requests.txt \
+                    run_wrk "E-c$sc" "http://127.0.0.1:$PORT_B/webhook" \
+                        $((sk * SWEEP_NREQ + 1)) $(((sk + 1) * SWEEP_NREQ)) stop "$SWEEP_SECS" "$NGX_PID" >/dev/null
+                sleep 1
+                s1=$(mc_segs)
+                sk=$((sk + 1))
+                echo "$sc $s0 $s1" >>"$OUT/sweep.txt"
+                log "$sc connections: A $(result_field "A-c$sc" rps) req/s, E $(result_field "E-c$sc" rps) req/s" \
+                    "(p50 $(result_field "E-c$sc" p50_us) us, p99 $(result_field "E-c$sc" p99_us) us," \
+                    "non-2xx $(result_field "E-c$sc" non2xx))"
+            done
+            CONNS=$CONNS16
+        fi
         n=$(result_field E requests)
         E_RT=$(awk -v a="${cmd0:-0}" -v b="${cmd1:-0}" -v n="${n:-0}" 'BEGIN { if (n > 0 && b > a) printf "%.2f", (b - a) / n; else print "n/a" }')
         echo "E memcached commands per delivery: $E_RT (memcached's own counters over the measured run)" >"$OUT/e-roundtrips.txt"
@@ -321,6 +366,31 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0 && b > 0) printf "%.2f", a 
     echo "by CPU per request (us/req of A / us/req of X, steadier on a busy host):" \
          "B $(ratio "$(us_req A)" "$(us_req B)"), E $(ratio "$(us_req A)" "$(us_req E)"), B/C $(ratio "$(us_req C)" "$(us_req B)")"
     [ -f "$OUT/e-roundtrips.txt" ] && cat "$OUT/e-roundtrips.txt"
+    if [ -s "$OUT/sweep.txt" ]; then
+        echo ""
+        echo "E by connections, on E's nginx (A: at $CONNS connections the mean of the A around E, at the others the A right before E, ${SWEEP_SECS}s each):"
+        printf '  %5s %9s %9s %6s %8s %8s %8s %8s %10s\n' conns 'A req/s' 'E req/s' 'E/A' 'E p50 us' 'E p99 us' 'E us/req' non-2xx 'segs/deliv'
+        ea=$(awk -v a="${a1:-0}" -v b="${a2:-0}" 'BEGIN { printf "%.0f", (a + b) / 2 }')
+        printf '  %5s %9s %9s %6s %8s %8s %8s %8s %10s\n' "$CONNS" "$ea" "${E_RPS:-?}" \
+            "$(ratio "${E_RPS:-0}" "$ea")" "$(result_field E p50_us)" "$(result_field E p99_us)" \
+            "$(us_req E)" "$(result_field E non2xx)" \
+            "$(sed -n 's/^E per delivery: \([0-9.]*\) TCP.*/\1/p' "$OUT/e-roundtrips.txt")"
+        # A's best is its best anywhere in the run: the top, around E, the sweep
+        best_a=$(printf '%s\n' "${A_RPS:-0}" "${a1:-0}" "${a2:-0}" | sort -n | tail -1)
+        best_e=${E_RPS:-0}
+        while read -r sc s0 s1; do
+            ac=$(result_field "A-c$sc" rps); ec=$(result_field "E-c$sc" rps); nc=$(result_field "E-c$sc" requests)
+            printf '  %5s %9s %9s %6s %8s %8s %8s %8s %10s\n' "$sc" "$ac" "$ec" "$(ratio "${ec:-0}" "${ac:-0}")" \
+                "$(result_field "E-c$sc" p50_us)" "$(result_field "E-c$sc" p99_us)" "$(us_req "E-c$sc")" \
+                "$(result_field "E-c$sc" non2xx)" \
+                "$(awk -v a="$s0" -v b="$s1" -v n="${nc:-0}" 'BEGIN { if (n > 0 && b > a) printf "%.3f", (b - a) / n; else print "n/a" }')"
+            [ "$(result_field "E-c$sc" exhausted)" = 1 ] && \
+                echo "        (E used up its $(result_field "E-c$sc" loaded) deliveries after $(result_field "E-c$sc" elapsed_s) s; rate over that time)"
+            best_a=$(awk -v a="$best_a" -v b="${ac:-0}" 'BEGIN { print (b > a) ? b : a }')
+            best_e=$(awk -v a="$best_e" -v b="${ec:-0}" 'BEGIN { print (b > a) ? b : a }')
+        done <"$OUT/sweep.txt"
+        echo "ratio E/A at capacity = $(ratio "$best_e" "$best_a")   (target >= 0.3; the best rate of each: A $best_a anywhere in this run, E $best_e at any of these counts)"
+    fi
     for v in file mem express; do
         f=$OUT/batch-D-$v.txt
         [ -f "$f" ] || continue
