@@ -491,7 +491,9 @@ void mw_send_decide(const mw_contact_state_t *cs, const mw_limits_t *lim,
 /*
  * An inbound message's effect on its contact: the window moves forward
  * (mw_window_advance) and, when the window had closed before the message,
- * a new session begins at the message.
+ * a new session begins at the message.  A window that Meta closed early
+ * (mw_contact_close: window and session both at the refusal) stays
+ * closed for a message older than the refusal.
  */
 void mw_session_advance(int64_t *window, int64_t *session, int64_t from);
 

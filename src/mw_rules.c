@@ -163,6 +163,14 @@ mw_session_advance(int64_t *window, int64_t *session, int64_t from)
     /* the window had closed, or never opened: this message starts anew */
     if (from >= *window) {
         *session = from;
+
+    } else if (*window == *session && *window != 0) {
+        /*
+         * Closed by Meta's refusal at *window, after this message: a
+         * delivery of it that comes late, or a backend writing it again,
+         * must not reopen what Meta has closed.
+         */
+        return;
     }
 
     *window = mw_window_advance(*window, from);

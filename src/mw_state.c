@@ -25,8 +25,26 @@ mw_contact_message(mw_contact_rec_t *c, int64_t from, int optin,
 void
 mw_contact_close(mw_contact_rec_t *c, int64_t at)
 {
+    /*
+     * Closed, the record holds the refusal's time in its window and its
+     * session alike (an open window always ends a day or more after its
+     * session began): that is how mw_session_advance knows a message
+     * older than the refusal from one that extends an open window.
+     */
+
+    if (c->window != 0 && c->window == c->session) {
+        /* closed already: the latest refusal is the one that counts */
+        if (at > c->window) {
+            c->window = at;
+            c->session = at;
+        }
+
+        return;
+    }
+
     if (c->session <= at && c->window > at) {
         c->window = at;
+        c->session = at;
     }
 }
 

@@ -37,7 +37,9 @@ void mw_contact_message(mw_contact_rec_t *c, int64_t from, int optin,
 
 /*
  * Meta refused a free-form message at "at" (131047): the window it
- * measured has closed, unless the contact wrote again since.
+ * measured has closed, unless the contact wrote again since.  The window
+ * and the session are both set to "at", and a message older than that
+ * does not reopen it (mw_contact_message).
  */
 void mw_contact_close(mw_contact_rec_t *c, int64_t at);
 

@@ -3714,8 +3714,10 @@ ngx_http_meta_webhook_mc_sent(void *state, u_char *sent, u_char *contact,
 {
     ngx_mw_mc_t *mc = state;
 
-    char           key[MW_KEY_TEXT_LEN + 1], value[MW_KEY_HEX_LEN + 1];
-    memcached_st  *m;
+    char                key[MW_KEY_TEXT_LEN + 1];
+    char                value[MW_KEY_HEX_LEN + 1];
+    memcached_st       *m;
+    memcached_return_t  rc;
 
     m = ngx_mw_mc_get_handle(mc, log);
     if (m == NULL) {
@@ -3725,11 +3727,31 @@ ngx_http_meta_webhook_mc_sent(void *state, u_char *sent, u_char *contact,
     mw_key_text(key, MW_KEY_SENT, sent);
     mw_key_hex(contact, value);
 
-    (void) memcached_set(m, key, MW_KEY_TEXT_LEN, value, MW_KEY_HEX_LEN,
-                         (time_t) mw_ttl(ngx_time() + ttl, ngx_time()), 0);
+    /*
+     * Stored before the send is answered: Meta's status for the message
+     * (a 131047 that names the recipient by another id) may reach another
+     * node at once, and must find it there.  So not buffered, as sets
+     * are (see ngx_mw_mc_get_handle): this one waits for the answer.
+     */
 
-    /* sets are buffered (see ngx_mw_mc_get_handle) */
-    (void) memcached_flush_buffers(m);
+    (void) memcached_behavior_set(m, MEMCACHED_BEHAVIOR_BUFFER_REQUESTS, 0);
+
+    ngx_mw_mc_call(m, key, rc,
+                   memcached_set(m, key, MW_KEY_TEXT_LEN, value,
+                                 MW_KEY_HEX_LEN,
+                                 (time_t) mw_ttl(ngx_time() + ttl,
+                                                 ngx_time()), 0));
+
+    (void) memcached_behavior_set(m, MEMCACHED_BEHAVIOR_BUFFER_REQUESTS,
+                                  mc->binary ? 0 : 1);
+
+    if (rc != MEMCACHED_SUCCESS) {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "meta_webhook: memcached: the record of a sent message "
+                      "was not stored (%s): a 131047 for it that names its "
+                      "recipient by another id will not close the window",
+                      memcached_strerror(m, rc));
+    }
 }
 
 

@@ -366,6 +366,15 @@ my $T_OLD = $NOW - 25 * 3600;           # a message 25 h ago
     is $r->status, 200, 'failed 131047: a template still goes'
         or diag $r->summary;
 
+    # a message from before the refusal, delivered late (a retry of
+    # Meta's): Meta had it when it refused, so the window stays closed
+    is open_window($s, $c, ts => $S - 30, body => 'late')->status, 200,
+        'a message older than the 131047, delivered late';
+    ($r, $req) = sent(text_req($c, 'after the late message'));
+    graph_error_is($r, 400, 131047,
+        'a message older than the 131047 does not reopen the window');
+    is scalar @$req, 0, 'after the late message: Meta not called';
+
     # a 131047 for the same wa_id on another business number leaves this
     # one alone
     my $c2 = new_contact();

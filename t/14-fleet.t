@@ -415,6 +415,18 @@ sub window_via {
     is $r->status, 400, 'after 131047 on B: a free-form reply via A refused'
         or diag $r->summary;
 
+    # a message from before the refusal, delivered late to node A: the
+    # window stays closed for both nodes
+    is $A->deliver(delivery(messages => [msg_text(from => $c,
+        ts => $S - 30, body => 'late')]))->status, 200,
+        'a message older than the 131047, delivered late to node A';
+    for my $ng ($A, $B) {
+        $r = graph_send($ng, PNID, text_req($c, 'after the late message'));
+        is $r->status, 400,
+            'a message older than the 131047 does not reopen the window'
+            or diag $r->summary;
+    }
+
     # A 131047 that names its recipient otherwise (a business-scoped id)
     # still closes the window of the contact the message was sent to:
     # node A recorded the message id in memcached, node B looks it up.

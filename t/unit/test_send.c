@@ -951,6 +951,21 @@ test_session_advance(void)
     is_int(window, NOW + 6 * MW_WINDOW_SECONDS,
            "a message days after the close");
     is_int(session, NOW + 5 * MW_WINDOW_SECONDS, "restarts the session");
+
+    /* closed by Meta's refusal: window and session at the refusal */
+    window = NOW + 5 * MW_WINDOW_SECONDS + HOUR;
+    session = window;
+    mw_session_advance(&window, &session, NOW + 5 * MW_WINDOW_SECONDS + 10);
+    is_int(window, NOW + 5 * MW_WINDOW_SECONDS + HOUR,
+           "a window closed by a refusal: an older message does not reopen "
+           "it");
+    is_int(session, NOW + 5 * MW_WINDOW_SECONDS + HOUR,
+           "nor start a session");
+    mw_session_advance(&window, &session, NOW + 5 * MW_WINDOW_SECONDS + HOUR);
+    is_int(window, NOW + 6 * MW_WINDOW_SECONDS + HOUR,
+           "a message at the refusal's instant reopens it");
+    is_int(session, NOW + 5 * MW_WINDOW_SECONDS + HOUR,
+           "in a session of its own");
 }
 
 

@@ -42,6 +42,32 @@ test_contact_rules(void)
     is_int(c.window, t + 200020 + 86400,
            "a refusal older than the contact's last message closes nothing");
 
+    mw_contact_close(&c, t + 200030);
+    is_int(c.window, t + 200030, "a refusal in the session closes it");
+    is_int(c.session, t + 200030, "the session, too, at the refusal");
+
+    mw_contact_message(&c, t + 200025, MW_OPTIN_NONE, t + 200025);
+    is_int(c.window, t + 200030,
+           "a message older than the refusal, delivered late, does not "
+           "reopen it");
+    mw_contact_message(&c, t + 200020, MW_OPTIN_NONE, t + 200020);
+    is_int(c.window, t + 200030,
+           "nor does the session's last message written again");
+    is_int(c.session, t + 200030, "the session stays at the refusal");
+
+    mw_contact_close(&c, t + 200028);
+    is_int(c.window, t + 200030, "an older refusal leaves the later one");
+    mw_contact_close(&c, t + 200040);
+    is_int(c.window, t + 200040, "a later refusal moves the close");
+    is_int(c.session, t + 200040, "and the session with it");
+    mw_contact_message(&c, t + 200035, MW_OPTIN_NONE, t + 200035);
+    is_int(c.window, t + 200040, "a message between the two: still closed");
+
+    mw_contact_message(&c, t + 200050, MW_OPTIN_NONE, t + 200050);
+    is_int(c.window, t + 200050 + 86400,
+           "a message after the refusal reopens the window");
+    is_int(c.session, t + 200050, "in a new session");
+
     is_int(mw_contact_expiry(&c, t + 200020), t + 200020 + 365 * 86400
            + 35 * 86400, "an opted-in contact is kept 400 days");
 
