@@ -219,10 +219,13 @@ sub lost_cas {
     like $lines[-1] // '', qr/^gets? (?:\S+ )*D0(?: \S+)*$/,
         'the get that reads them back last, in the same read';
     is $claims[0][0], 1, 'carried by one TCP segment: the round was corked';
+    # the round's own writes, in the first read that has any: the next
+    # round, which reads them back, may run on another thread, and so on
+    # another connection, and reach memcached before they do (a busy
+    # machine); it then adds them again, later, which is what it is for
     my @contacts = grep { grep { /^add K\d / } @{ $_->[1] } } @reads;
-    is scalar(@contacts), 1, 'its four new contacts came in one read';
-    is scalar(grep { /^add K\d / } map { @{ $_->[1] } } @contacts), 4,
-        'four adds of contacts';
+    is scalar(grep { /^add K\d / } @{ ($contacts[0] // [0, []])->[1] }), 4,
+        'its four new contacts came in one read';
     is $contacts[0][0] // 0, 1, 'one TCP segment';
 }
 
