@@ -157,6 +157,13 @@ int64_t mw_window_advance(int64_t current_expires, int64_t from);
 int mw_window_open(int64_t expires, int64_t now);
 
 /*
+ * 1 when Meta's refusal closed the window (mw_contact_close): the window
+ * and the session both hold the refusal's time, which an open window
+ * never does (it ends a day or more after its session began).
+ */
+int mw_window_refused(int64_t expires, int64_t session);
+
+/*
  * The accounting period containing now: it starts at 00:00 (UTC shifted
  * by tz_offset seconds) on anchor_day of a month; an anchor past the
  * month's end means that month's last day.  anchor_day 1..31.

@@ -40,6 +40,13 @@ mw_window_open(int64_t expires, int64_t now)
 }
 
 
+int
+mw_window_refused(int64_t expires, int64_t session)
+{
+    return expires != 0 && expires == session;
+}
+
+
 /* Days since 1970-01-01 of a civil date (proleptic Gregorian). */
 
 static int64_t
@@ -164,7 +171,7 @@ mw_session_advance(int64_t *window, int64_t *session, int64_t from)
     if (from >= *window) {
         *session = from;
 
-    } else if (*window == *session && *window != 0) {
+    } else if (mw_window_refused(*window, *session)) {
         /*
          * Closed by Meta's refusal at *window, after this message: a
          * delivery of it that comes late, or a backend writing it again,

@@ -27,12 +27,12 @@ mw_contact_close(mw_contact_rec_t *c, int64_t at)
 {
     /*
      * Closed, the record holds the refusal's time in its window and its
-     * session alike (an open window always ends a day or more after its
-     * session began): that is how mw_session_advance knows a message
-     * older than the refusal from one that extends an open window.
+     * session alike (mw_window_refused): that is how mw_session_advance
+     * knows a message older than the refusal from one that extends an
+     * open window.
      */
 
-    if (c->window != 0 && c->window == c->session) {
+    if (mw_window_refused(c->window, c->session)) {
         /* closed already: the latest refusal is the one that counts */
         if (at > c->window) {
             c->window = at;

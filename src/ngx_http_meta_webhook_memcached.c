@@ -3716,6 +3716,7 @@ ngx_http_meta_webhook_mc_sent(void *state, u_char *sent, u_char *contact,
 
     char                key[MW_KEY_TEXT_LEN + 1];
     char                value[MW_KEY_HEX_LEN + 1];
+    uint64_t            buffered;
     memcached_st       *m;
     memcached_return_t  rc;
 
@@ -3734,6 +3735,7 @@ ngx_http_meta_webhook_mc_sent(void *state, u_char *sent, u_char *contact,
      * are (see ngx_mw_mc_get_handle): this one waits for the answer.
      */
 
+    buffered = memcached_behavior_get(m, MEMCACHED_BEHAVIOR_BUFFER_REQUESTS);
     (void) memcached_behavior_set(m, MEMCACHED_BEHAVIOR_BUFFER_REQUESTS, 0);
 
     ngx_mw_mc_call(m, key, rc,
@@ -3743,7 +3745,7 @@ ngx_http_meta_webhook_mc_sent(void *state, u_char *sent, u_char *contact,
                                                  ngx_time()), 0));
 
     (void) memcached_behavior_set(m, MEMCACHED_BEHAVIOR_BUFFER_REQUESTS,
-                                  mc->binary ? 0 : 1);
+                                  buffered);
 
     if (rc != MEMCACHED_SUCCESS) {
         ngx_log_error(NGX_LOG_WARN, log, 0,
