@@ -369,9 +369,10 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0 && b > 0) printf "%.2f", a 
     if [ -s "$OUT/sweep.txt" ]; then
         echo ""
         echo "E by connections, on E's nginx (A: at $CONNS connections the mean of the A around E, at the others the A right before E, ${SWEEP_SECS}s each):"
-        printf '  %5s %9s %9s %6s %8s %8s %8s %8s %10s\n' conns 'A req/s' 'E req/s' 'E/A' 'E p50 us' 'E p99 us' 'E us/req' non-2xx 'segs/deliv'
+        row='  %5s %9s %9s %6s %8s %8s %8s %8s %10s\n'
+        printf "$row" conns 'A req/s' 'E req/s' 'E/A' 'E p50 us' 'E p99 us' 'E us/req' non-2xx 'segs/deliv'
         ea=$(awk -v a="${a1:-0}" -v b="${a2:-0}" 'BEGIN { printf "%.0f", (a + b) / 2 }')
-        printf '  %5s %9s %9s %6s %8s %8s %8s %8s %10s\n' "$CONNS" "$ea" "${E_RPS:-?}" \
+        printf "$row" "$CONNS" "$ea" "${E_RPS:-?}" \
             "$(ratio "${E_RPS:-0}" "$ea")" "$(result_field E p50_us)" "$(result_field E p99_us)" \
             "$(us_req E)" "$(result_field E non2xx)" \
             "$(sed -n 's/^E per delivery: \([0-9.]*\) TCP.*/\1/p' "$OUT/e-roundtrips.txt")"
@@ -380,7 +381,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0 && b > 0) printf "%.2f", a 
         best_e=${E_RPS:-0}
         while read -r sc s0 s1; do
             ac=$(result_field "A-c$sc" rps); ec=$(result_field "E-c$sc" rps); nc=$(result_field "E-c$sc" requests)
-            printf '  %5s %9s %9s %6s %8s %8s %8s %8s %10s\n' "$sc" "$ac" "$ec" "$(ratio "${ec:-0}" "${ac:-0}")" \
+            printf "$row" "$sc" "$ac" "$ec" "$(ratio "${ec:-0}" "${ac:-0}")" \
                 "$(result_field "E-c$sc" p50_us)" "$(result_field "E-c$sc" p99_us)" "$(us_req "E-c$sc")" \
                 "$(result_field "E-c$sc" non2xx)" \
                 "$(awk -v a="$s0" -v b="$s1" -v n="${nc:-0}" 'BEGIN { if (n > 0 && b > a) printf "%.3f", (b - a) / n; else print "n/a" }')"
